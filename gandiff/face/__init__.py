@@ -1,0 +1,1 @@
+"""Face toolkit: detection, alignment, embedders, attribute classifiers (kept import-light)."""

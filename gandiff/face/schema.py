@@ -1,0 +1,31 @@
+"""Config schema of the ``face`` group: the detector and embedder every stage measures faces with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gandiff.schema import require, require_target
+
+
+@dataclass
+class FaceConfig:
+    detector: Any = None  # {_target_: ..., model_path: ...}; see conf/face/*.yaml
+    embedder: Any = None  # {_target_: ..., model_path: ..., mean/std ...}
+    # Cosine similarity above which two faces are called the same identity (the embedder's own scale).
+    match_threshold: float = 0.3
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        require_target("face.detector", self.detector)
+        require_target("face.embedder", self.embedder)
+        require(-1.0 <= self.match_threshold <= 1.0, "face.match_threshold", self.match_threshold, "must be in [-1, 1]")
+        require(self.batch_size >= 1, "face.batch_size", self.batch_size, "must be >= 1")
+
+
+@dataclass
+class AttributesConfig:
+    classifier: Any = None  # {_target_: ...}; None: no attribute labels (demographic targets then fail)
+
+    def __post_init__(self) -> None:
+        require_target("attributes.classifier", self.classifier)

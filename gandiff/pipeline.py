@@ -1,0 +1,342 @@
+"""Stage order, the stage contract, resume, shards and ``stage.json``.
+
+A stage is a function over files. ``run_stage(cfg, name)`` is the one entry point the CLI, a Hydra
+sweep and ``gandiff run`` all use. A stage class says three things:
+
+- ``items(ctx)``: every item key the stage makes (for example identity ids), in a fixed order;
+- ``process(ctx, keys)``: make and record those items (``ctx.items.put`` after the files are written);
+- ``merge(ctx, keys)``: read the item rows, write the stage's manifests, return counts for the summary.
+
+The pipeline does the rest: it finds the inputs, splits the keys into this process's shard, skips the
+items that are done (``ItemStore.is_done`` re-checks their files), and when every key of every shard is
+done it merges and writes ``stage.json`` last.
+
+Where outputs go. Each stage writes under ``${paths.run_dir}/<stage>/<key>/``, where ``key`` hashes the
+stage's own config groups and its upstream stages' keys. A config decides every folder before anything
+runs: a rerun finds its own folder and resumes; a sweep over curation thresholds shares the identity,
+DreamBooth and generation folders and gets one curation folder per setting; an upstream stage run under
+another config is in another folder, so it can never be taken for this one by mistake (if that is what
+you want, ``force_inputs=<stage>:<key>`` names it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gandiff.artifacts import ItemStore, atomic_write_json, config_hash, read_json, remove_stale_tmp, select_shard
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("identities", "dreambooth", "generate", "curate", "export", "train", "evaluate", "report")
+
+# Lazy: importing a stage may import torch, diffusers or lightning (13 s); only the stage being run pays.
+STAGE_CLASSES: dict[str, str] = {
+    "identities": "gandiff.identity.stage:IdentitiesStage",
+    "dreambooth": "gandiff.diffusion.dreambooth_stage:DreamBoothStage",
+    "generate": "gandiff.diffusion.generate_stage:GenerateStage",
+    "curate": "gandiff.curation.stage:CurateStage",
+    "export": "gandiff.datasets.stage:ExportStage",
+    "train": "gandiff.recognition.stage:TrainStage",
+    "evaluate": "gandiff.evaluation.stage:EvaluateStage",
+    "report": "gandiff.evaluation.report_stage:ReportStage",
+}
+
+
+class StageError(RuntimeError):
+    """A problem the user can fix (missing input, stale output, bad file); printed as one line."""
+
+
+class Stage:
+    """Base class. Subclasses set the class attributes and implement ``items``, ``process``, ``merge``."""
+
+    name: str = ""
+    upstream: tuple[str, ...] = ()  # stages whose outputs this one reads
+    config_keys: tuple[str, ...] = ()  # config groups that decide this stage's outputs
+    # Dotted keys inside ``config_keys`` that change speed, not results (batch sizes, workers, devices).
+    ignore_keys: tuple[str, ...] = ()
+    # How items are checked on resume: "sha256" reads every file again, "size" only stats it.
+    verify: str = "sha256"
+
+    def items(self, ctx: StageContext) -> list[str]:
+        raise NotImplementedError
+
+    def process(self, ctx: StageContext, keys: list[str]) -> None:
+        raise NotImplementedError
+
+    def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
+        return {"items": len(keys)}
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage needs to know about where it runs. Built by the pipeline from the config."""
+
+    name: str
+    cfg: Any  # the composed DictConfig; stages read their own groups and pass plain values down
+    run_dir: Path
+    dir: Path  # this stage's output folder (``run_dir/<name>/<key>``)
+    key: str
+    inputs: dict[str, Path]  # upstream stage name -> its output folder
+    shard_index: int
+    shard_count: int
+    items: ItemStore
+    tracker: Any = None  # gandiff.tracking.Tracker or None
+
+    def input_dir(self, stage: str) -> Path:
+        if stage not in self.inputs:
+            raise KeyError(f"stage {self.name!r} does not declare {stage!r} as an input")
+        return self.inputs[stage]
+
+    def progress(self, iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterable[Any]:
+        from gandiff.log import progress
+
+        return progress(iterable, total=total, desc=desc or self.name)
+
+
+def load_stage(name: str) -> Stage:
+    if name not in STAGE_CLASSES:
+        raise StageError(f"unknown stage {name!r}: choose one of {', '.join(STAGE_ORDER)}")
+    module, cls = STAGE_CLASSES[name].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == module or module.startswith(e.name + ".")):
+            raise NotImplementedError(f"stage {name!r} is not implemented yet ({module} is missing)") from e
+        raise
+    return getattr(mod, cls)()
+
+
+# --------------------------------------------------------------------------------------------- config keys
+
+
+def _plain(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _drop(d: Any, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if isinstance(d, dict) and head in d:
+        if rest:
+            _drop(d[head], rest)
+        else:
+            del d[head]
+
+
+def stage_config(cfg: Any, stage: Stage) -> dict[str, Any]:
+    """The part of the config that decides a stage's outputs, as plain values."""
+    own = {k: _plain(cfg, k) for k in stage.config_keys}
+    own["seed"] = _plain(cfg, "seed")
+    for k in stage.ignore_keys:
+        _drop(own, k)
+    return own
+
+
+def stage_key(cfg: Any, name: str, _cache: dict[str, str] | None = None) -> str:
+    """Hash of the stage's own config and its upstream stages' keys: it names the output folder."""
+    cache = {} if _cache is None else _cache
+    if name not in cache:
+        stage = load_stage(name)
+        ups = {u: stage_key(cfg, u, cache) for u in stage.upstream}
+        cache[name] = config_hash({"stage": name, "config": stage_config(cfg, stage), "upstream": ups})
+    return cache[name]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out else {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two stage configs: ``identity.num: 8 -> 16``."""
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            out.append(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
+    return out
+
+
+def stage_dir(cfg: Any, name: str, key: str | None = None) -> Path:
+    return Path(_plain(cfg, "paths.run_dir")).resolve() / name / (key or stage_key(cfg, name))
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("gandiff", "torch", "diffusers", "transformers", "lightning", "onnxruntime", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _find_input(cfg: Any, up: str, key: str, forced: dict[str, str]) -> Path:
+    """The folder of a finished upstream stage; a clear error naming what differs when it is missing."""
+    d = stage_dir(cfg, up, forced.get(up, key))
+    if (d / "stage.json").exists():
+        return d
+    root = d.parent
+    others = sorted(p for p in root.glob("*/stage.json")) if root.exists() else []
+    if (d / "items").exists():
+        raise StageError(
+            f"stage {up!r} has not finished in {d} (some shards or items are missing): "
+            f"run `gandiff {up}` with the same overrides to complete it"
+        )
+    if not others:
+        raise StageError(f"stage {up!r} has no outputs under {root}: run `gandiff {up}` first (or `gandiff run`)")
+    wanted = stage_config(cfg, load_stage(up))
+    lines = []
+    for p in others[-3:]:
+        rec = read_json(p)
+        diff = config_diff(rec.get("config", {}), wanted) or ["(its own upstream stages differ)"]
+        lines.append(f"  {p.parent.name}: " + "; ".join(diff[:6]))
+    raise StageError(
+        f"stage {up!r} was run under another config: no outputs for this config ({key}) in {root}.\n"
+        + "\n".join(lines)
+        + f"\nRerun `gandiff {up}` with this config, or build on one of these as it is with "
+        f"force_inputs=[{up}:{others[-1].parent.name}]"
+    )
+
+
+def _parse_forced(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for v in values or ():
+        stage, sep, key = str(v).partition(":")
+        if not sep or stage not in STAGE_CLASSES or not key:
+            raise StageError(f"force_inputs={v!r}: expected '<stage>:<key>', e.g. 'identities:1a2b3c4d5e6f7a8b'")
+        out[stage] = key
+    return out
+
+
+def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
+    """Run one stage (this process's shard of it) and return its summary.
+
+    The summary has ``status``: "done" (this call finished the stage), "up-to-date" (nothing to do),
+    or "shard-done" (this shard is done, other shards are not yet).
+    """
+    stage = load_stage(name)
+    cache: dict[str, str] = {}
+    key = stage_key(cfg, name, cache)
+    forced = _parse_forced(_plain(cfg, "force_inputs"))
+    inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream}
+    out_dir = stage_dir(cfg, name, key)
+    run_dir = Path(_plain(cfg, "paths.run_dir")).resolve()
+    own_cfg = stage_config(cfg, stage)
+    input_fps = {u: read_json(p / "stage.json")["outputs"] for u, p in inputs.items()}
+    shard_index, shard_count = int(_plain(cfg, "shard.index")), int(_plain(cfg, "shard.count"))
+
+    input_record = {u: {"key": p.name, "outputs": input_fps[u]} for u, p in inputs.items()}
+    done_json = out_dir / "stage.json"
+    if done_json.exists():
+        rec = read_json(done_json)
+        if rec.get("inputs") == input_record:
+            if not _plain(cfg, "overwrite"):
+                log.info("%s: up to date in %s, nothing to do", name, out_dir)
+                return {"stage": name, "status": "up-to-date", "dir": str(out_dir), **rec.get("counts", {})}
+        elif not _plain(cfg, "overwrite"):
+            raise StageError(
+                f"{out_dir} was built on inputs that have changed since (an upstream stage was redone): "
+                f"pass overwrite=true to redo {name!r}"
+            )
+        log.info("%s: overwrite=true, redoing %s", name, out_dir)
+        shutil.rmtree(out_dir)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", {"stage": name, "key": key, "config": own_cfg})
+    stale = remove_stale_tmp(out_dir)
+    if stale:
+        log.info("%s: removed %d temporary files left by an interrupted run", name, stale)
+
+    ctx = StageContext(
+        name=name,
+        cfg=cfg,
+        run_dir=run_dir,
+        dir=out_dir,
+        key=key,
+        inputs=inputs,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        items=ItemStore(out_dir, verify=stage.verify),
+        tracker=tracker,
+    )
+    t0, c0 = time.time(), time.process_time()
+    keys = stage.items(ctx)
+    if len(set(keys)) != len(keys):
+        raise StageError(f"stage {name!r} listed duplicate item keys")
+    mine = select_shard(keys, shard_index, shard_count)
+    todo = ctx.items.pending(mine)
+    log.info(
+        "%s: %d items, shard %d/%d holds %d, %d to do -> %s",
+        name, len(keys), shard_index, shard_count, len(mine), len(todo), out_dir,
+    )
+    if todo:
+        stage.process(ctx, todo)
+        still = ctx.items.pending(todo)
+        if still:
+            raise StageError(f"stage {name!r} did not record {len(still)} items, e.g. {still[:3]}")
+    timing = {"seconds": round(time.time() - t0, 3), "cpu_seconds": round(time.process_time() - c0, 3)}
+
+    mine_set = set(mine)
+    missing = ctx.items.pending([k for k in keys if k not in mine_set])
+    if missing:
+        atomic_write_json(out_dir / "shards" / f"{shard_index}-of-{shard_count}.json",
+                          {"items": len(mine), "made": len(todo), **timing})
+        log.info("%s: shard %d/%d done; %d items of other shards still to do", name, shard_index, shard_count,
+                 len(missing))
+        return {"stage": name, "status": "shard-done", "dir": str(out_dir), "pending": len(missing)}
+
+    counts = stage.merge(ctx, keys)
+    record = {
+        "stage": name,
+        "key": key,
+        "config": own_cfg,
+        "inputs": input_record,
+        "outputs": ctx.items.files_digest(keys),
+        "counts": counts,
+        "timings": {**timing, "made_here": len(todo), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        "shards": shard_count,
+        "versions": _versions(),
+        "argv": sys.argv[1:],
+    }
+    atomic_write_json(done_json, record)  # last: its presence means the stage is complete
+    log.info("%s: done in %.1f s -> %s", name, timing["seconds"], out_dir)
+    if tracker is not None:
+        tracker.log_summary(name, counts)
+    return {"stage": name, "status": "done", "dir": str(out_dir), **counts}
+
+
+def run_pipeline(cfg: Any, stages: Sequence[str] = STAGE_ORDER, tracker: Any = None,
+                 on_missing: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run stages in order. A stage that is not implemented yet stops the run with a clear line."""
+    results = []
+    for name in stages:
+        try:
+            results.append(run_stage(cfg, name, tracker=tracker))
+        except NotImplementedError as e:
+            log.warning("%s; the stages after it are skipped: %s", e, ", ".join(stages[stages.index(name) + 1:]))
+            if on_missing:
+                on_missing(name)
+            results.append({"stage": name, "status": "not-implemented"})
+            break
+        if results[-1]["status"] == "shard-done":
+            log.info("%s is split over shards that are not all done: stopping here", name)
+            break
+    return results
