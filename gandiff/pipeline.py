@@ -244,23 +244,28 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     shard_index, shard_count = int(_plain(cfg, "shard.index")), int(_plain(cfg, "shard.count"))
 
     input_record = {u: {"key": p.name, "outputs": input_fps[u]} for u, p in inputs.items()}
-    done_json = out_dir / "stage.json"
-    if done_json.exists():
-        rec = read_json(done_json)
-        if rec.get("inputs") == input_record:
-            if not _plain(cfg, "overwrite"):
-                log.info("%s: up to date in %s, nothing to do", name, out_dir)
-                return {"stage": name, "status": "up-to-date", "dir": str(out_dir), **rec.get("counts", {})}
-        elif not _plain(cfg, "overwrite"):
-            raise StageError(
-                f"{out_dir} was built on inputs that have changed since (an upstream stage was redone): "
-                f"pass overwrite=true to redo {name!r}"
-            )
-        log.info("%s: overwrite=true, redoing %s", name, out_dir)
+    done_json, started_json = out_dir / "stage.json", out_dir / "config.json"
+    if _plain(cfg, "overwrite") and out_dir.exists():
+        log.info("%s: overwrite=true, removing %s", name, out_dir)
         shutil.rmtree(out_dir)
+    if done_json.exists():
+        if read_json(done_json).get("inputs") != input_record:
+            raise StageError(f"{out_dir} was built on inputs that have changed since (an upstream stage was "
+                             f"redone): pass overwrite=true to redo {name!r}")
+        # A cheap check (sizes) that nobody deleted or truncated outputs since the stage finished.
+        changed = ItemStore(out_dir, verify="size").pending(ItemStore(out_dir).keys())
+        if not changed:
+            log.info("%s: up to date in %s, nothing to do", name, out_dir)
+            return {"stage": name, "status": "up-to-date", "dir": str(out_dir), **read_json(done_json)["counts"]}
+        log.warning("%s: %d items changed since the stage finished (e.g. %s): redoing them",
+                    name, len(changed), changed[0])
+        done_json.unlink()
+    elif started_json.exists() and read_json(started_json).get("inputs") != input_record:
+        raise StageError(f"{out_dir} holds a partial run made from other inputs (an upstream stage was redone "
+                         f"since): pass overwrite=true to start {name!r} again")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", {"stage": name, "key": key, "config": own_cfg})
+    atomic_write_json(started_json, {"stage": name, "key": key, "config": own_cfg, "inputs": input_record})
     stale = remove_stale_tmp(out_dir)
     if stale:
         log.info("%s: removed %d temporary files left by an interrupted run", name, stale)
