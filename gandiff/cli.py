@@ -57,7 +57,7 @@ def _help() -> str:
     return HELP.format(stages=stages, tools=", ".join(TOOLS), tool_lines=tools)
 
 
-def _task(cfg: Any) -> dict[str, Any] | None:
+def _task(cfg: Any, command: str) -> dict[str, Any] | None:
     """The Hydra task: validate, open the tracker, run the stage(s). User errors become one line."""
     from omegaconf import OmegaConf
 
@@ -68,6 +68,7 @@ def _task(cfg: Any) -> dict[str, Any] | None:
     from gandiff.tracking import open_tracker
 
     setup_logging()
+    cfg.stage = command
     try:
         validate(cfg)
         run_dir = OmegaConf.select(cfg, "paths.run_dir")
@@ -113,9 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     from gandiff.config import CONF_DIR, register
 
     register()
-    # Hydra parses sys.argv itself: hand it the overrides, with the stage as one more override.
-    sys.argv = [f"gandiff {cmd}", f"stage={cmd}", *rest]
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)()
+
+    def gandiff(cfg: Any) -> dict[str, Any] | None:  # Hydra names the job (and its log file) after this
+        return _task(cfg, cmd)
+
+    # Hydra parses sys.argv itself (overrides, -m, --cfg ...).
+    sys.argv = [f"gandiff {cmd}", *rest]
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(gandiff)()
 
 
 if __name__ == "__main__":

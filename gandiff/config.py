@@ -57,7 +57,10 @@ class LoggerConfig:
 
 @dataclass
 class Config:
-    stage: str = "run"  # set by the CLI: a stage name or "run" (all stages in order)
+    stage: str = "run"  # set by the CLI: a stage name or "run"
+    stages: list[str] = field(default_factory=list)  # what `gandiff run` runs, in order; empty: every stage
+    # Extra stages: name -> "module:Class" (a gandiff.pipeline.Stage subclass), e.g. your own curation.
+    plugins: dict[str, str] = field(default_factory=dict)
     experiment_name: str = "demo"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -81,7 +84,12 @@ class Config:
     def __post_init__(self) -> None:
         from gandiff.pipeline import STAGE_ORDER
 
-        require_choice("stage", self.stage, ("run", *STAGE_ORDER))
+        known = (*STAGE_ORDER, *self.plugins)
+        require_choice("stage", self.stage, ("run", *known))
+        for name in self.stages:
+            require_choice("stages[]", name, known)
+        for name, target in self.plugins.items():
+            require(":" in target, f"plugins.{name}", target, "must be 'module:Class'")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                 self.device, "must be auto, cpu, cuda or cuda:N")
 

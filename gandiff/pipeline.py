@@ -226,12 +226,19 @@ def _parse_forced(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def register_plugins(cfg: Any) -> None:
+    """Make the config's extra stages (``plugins: {name: module:Class}``) loadable by name."""
+    for name, target in (_plain(cfg, "plugins") or {}).items():
+        STAGE_CLASSES[name] = target
+
+
 def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     """Run one stage (this process's shard of it) and return its summary.
 
     The summary has ``status``: "done" (this call finished the stage), "up-to-date" (nothing to do),
     or "shard-done" (this shard is done, other shards are not yet).
     """
+    register_plugins(cfg)
     stage = load_stage(name)
     cache: dict[str, str] = {}
     key = stage_key(cfg, name, cache)
@@ -328,9 +335,10 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     return {"stage": name, "status": "done", "dir": str(out_dir), **counts}
 
 
-def run_pipeline(cfg: Any, stages: Sequence[str] = STAGE_ORDER, tracker: Any = None,
+def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = None,
                  on_missing: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Run stages in order. A stage that is not implemented yet stops the run with a clear line."""
+    """Run stages in order (``cfg.stages``, or every stage). A stage not implemented yet stops the run."""
+    stages = list(stages or _plain(cfg, "stages") or STAGE_ORDER)
     results = []
     for name in stages:
         try:
