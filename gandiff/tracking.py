@@ -68,12 +68,11 @@ class WandbTracker(Tracker):
                  config: dict[str, Any], tags: list[str]):
         import wandb
 
-        # The user's WANDB_MODE wins; otherwise the config's mode (offline by default).
-        os.environ.setdefault("WANDB_MODE", mode)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
+        # The user's WANDB_MODE wins; otherwise the config's mode (offline by default).
         self.run = wandb.init(project=project, entity=entity, name=name, dir=str(out_dir), config=config,
-                              tags=tags, reinit="finish_previous")
+                              tags=tags, mode=os.environ.get("WANDB_MODE", mode), reinit="finish_previous")
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.run.log(metrics, step=step)
