@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     if cmd in TOOLS:
         module, func = TOOLS[cmd][0].split(":")
-        getattr(importlib.import_module(module), func)(rest)
-        return
+        raise SystemExit(getattr(importlib.import_module(module), func)(rest) or 0)
     if cmd not in (*STAGE_ORDER, "run"):
         print(f"gandiff: unknown command {cmd!r}; choose a stage ({', '.join(STAGE_ORDER)}), run, or a tool "
               f"({', '.join(TOOLS)}). See gandiff --help.", file=sys.stderr)

@@ -15,9 +15,13 @@ class FaceConfig:
     # Cosine similarity above which two faces are called the same identity (the embedder's own scale).
     match_threshold: float = 0.3
     batch_size: int = 32
+    # Faces whose box is smaller (shorter side, pixels of the original image) are dropped as too small to
+    # measure; 0 keeps every detection.
+    min_face_size: float = 0.0
 
     def __post_init__(self) -> None:
         require_target("face.detector", self.detector)
+        require(self.min_face_size >= 0, "face.min_face_size", self.min_face_size, "must be >= 0")
         require_target("face.embedder", self.embedder)
         require(-1.0 <= self.match_threshold <= 1.0, "face.match_threshold", self.match_threshold, "must be in [-1, 1]")
         require(self.batch_size >= 1, "face.batch_size", self.batch_size, "must be >= 1")

@@ -1,0 +1,298 @@
+"""Face detectors returning boxes, scores and five landmarks (:class:`gandiff.face.types.Detection`).
+
+All detectors share one contract:
+
+- ``detect(image)`` takes ``(H, W, 3)`` uint8 RGB (``gandiff.face.images`` converts anything else) and
+  returns detections in that image's pixel coordinates, sorted by score, highest first;
+  ``detect_batch(images)`` returns one such list per image and gives the same result as ``detect``
+  image by image (it only changes speed).
+- ``score_threshold`` and ``nms_threshold`` mean what they mean in the reference implementation;
+  ``min_face_size`` drops faces whose box is smaller (shorter side, pixels of the original image);
+  ``max_faces`` keeps only the best ones (0 = all).
+- ONNX models are loaded once, with the CUDA execution provider when onnxruntime has it.
+
+The ONNX detectors letterbox each image into ``input_size`` (aspect ratio kept, top-left corner,
+black padding), as insightface's SCRFD does, so differently sized images share one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from gandiff.face.onnx_models import ModelFileError, OnnxModel
+from gandiff.face.types import Detection
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]: ...
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; indices of kept boxes, highest score first.
+
+    ``boxes`` (K, 4) x1, y1, x2, y2; ``scores`` (K,). IoU on continuous coordinates (no +1 pixel).
+    """
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def letterbox(image: np.ndarray, size_wh: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """Resize ``image`` to fit ``size_wh`` keeping its aspect ratio, top-left, black padding.
+
+    Returns the ``(H, W, 3)`` canvas and the scale (canvas pixels per image pixel). Same rule as
+    insightface ``SCRFD.detect`` (new size truncated to int).
+    """
+    import cv2
+
+    w_in, h_in = size_wh
+    h, w = image.shape[:2]
+    if h / w > h_in / w_in:
+        new_h, new_w = h_in, max(1, int(h_in / (h / w)))
+    else:
+        new_w, new_h = w_in, max(1, int(w_in * (h / w)))
+    scale = new_h / h
+    # INTER_AREA when shrinking a large photo avoids aliasing; insightface uses the default (linear).
+    interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+    canvas = np.zeros((h_in, w_in, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=interp)
+    return canvas, scale
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"detector input must be a non-empty (H, W, 3) uint8 RGB array, got {a.shape} {a.dtype}; "
+                         "gandiff.face.images.read_image / to_rgb_uint8 convert files and other arrays")
+    return a
+
+
+def _finish(dets: list[Detection], min_face_size: float, max_faces: int) -> list[Detection]:
+    dets = [d for d in dets if min(d.width, d.height) >= min_face_size]
+    dets.sort(key=lambda d: -d.score)
+    return dets[:max_faces] if max_faces > 0 else dets
+
+
+class _LetterboxOnnxDetector:
+    """Shared batching for ONNX detectors with a fixed network input size."""
+
+    input_size: tuple[int, int]
+    batch_size: int
+    min_face_size: float
+    max_faces: int
+    batched: bool = True
+
+    def _preprocess(self, canvases: np.ndarray) -> np.ndarray:  # (N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32
+        raise NotImplementedError
+
+    def _decode(self, outputs: list[np.ndarray], index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> boxes (K, 4), scores (K,), landmarks (K, 5, 2) of one image, canvas coordinates, before NMS."""
+        raise NotImplementedError
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    nms_threshold: float
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image_rgb])[0]
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        images = [_check_image(im) for im in images_rgb]
+        results: list[list[Detection]] = []
+        step = self.batch_size if self.batched else 1
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            boxed = [letterbox(im, self.input_size) for im in chunk]
+            outputs = self._run(self._preprocess(np.stack([c for c, _ in boxed])))
+            for i, (_, scale) in enumerate(boxed):
+                boxes, scores, lms = self._decode(outputs, i)
+                keep = nms(boxes, scores, self.nms_threshold) if len(scores) else np.zeros(0, np.int64)
+                dets = [Detection(boxes[k] / scale, float(scores[k]), lms[k] / scale) for k in keep]
+                results.append(_finish(dets, self.min_face_size, self.max_faces))
+        return results
+
+
+class YuNetDetector(_LetterboxOnnxDetector):
+    """YuNet (Wu et al. 2023, libfacedetection; OpenCV Zoo ``face_detection_yunet_2023mar``), via onnxruntime.
+
+    Reproduces OpenCV's ``FaceDetectorYN``: BGR input in 0..255 with no normalisation, strides 8/16/32,
+    score ``sqrt(clip(cls) * clip(obj))``, box centre ``(grid + d) * stride`` and size ``exp(d) * stride``,
+    landmarks ``(grid + d) * stride``, in the order right eye, left eye, nose, right and left mouth
+    corner of the *subject*, which is LANDMARK_NAMES order (image left first). Differences from
+    OpenCV: the image is letterboxed into ``input_size`` instead of run at its native size (so images
+    batch and huge photos stay cheap; ``input_size=None`` runs each image at its own size, padded to a
+    multiple of 32, as OpenCV does), and NMS uses float IoU instead of integer rectangles.
+    """
+
+    STRIDES = (8, 16, 32)
+    OUTPUTS = tuple(f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in (8, 16, 32))
+
+    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.6, nms_threshold: float = 0.3,
+                 input_size: Sequence[int] | None = (640, 640), min_face_size: float = 0.0, max_faces: int = 0,
+                 batch_size: int = 8, top_k: int = 5000, device: str = "auto",
+                 config_key: str = "face.detector.model_path"):
+        self.model = OnnxModel(model_path, config_key, "YuNet face detector ONNX (OpenCV Zoo)", device=device,
+                               dynamic_spatial=True, output_names=self.OUTPUTS)
+        self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
+        if input_size is not None:
+            w, h = (int(v) for v in input_size)
+            if w <= 0 or h <= 0 or w % 32 or h % 32:
+                raise ValueError(f"YuNetDetector input_size={list(input_size)}: width and height must be positive "
+                                 "multiples of 32")
+            self.input_size = (w, h)
+        else:
+            self.input_size = None
+        self.min_face_size, self.max_faces = float(min_face_size), int(max_faces)
+        self.batch_size, self.top_k = max(1, int(batch_size)), int(top_k)
+
+    def detect_batch(self, images_rgb: Sequence[np.ndarray]) -> list[list[Detection]]:
+        if self.input_size is not None:
+            return super().detect_batch(images_rgb)
+        results = []
+        for image in images_rgb:  # native size: pad bottom/right to a multiple of 32, scale 1
+            image = _check_image(image)
+            h, w = image.shape[:2]
+            canvas = np.zeros(((h + 31) // 32 * 32, (w + 31) // 32 * 32, 3), dtype=np.uint8)
+            canvas[:h, :w] = image
+            outputs = self._run(self._preprocess(canvas[None]))
+            boxes, scores, lms = self._decode(outputs, 0)
+            keep = nms(boxes, scores, self.nms_threshold) if len(scores) else np.zeros(0, np.int64)
+            results.append(_finish([Detection(boxes[k], float(scores[k]), lms[k]) for k in keep],
+                                   self.min_face_size, self.max_faces))
+        return results
+
+    def _preprocess(self, canvases: np.ndarray) -> np.ndarray:
+        # OpenCV feeds its BGR Mat through blobFromImage(scale=1, mean=0, swapRB=false): BGR, 0..255.
+        return np.ascontiguousarray(canvases[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self._hw = batch.shape[2:]
+        return self.model.run(batch, self.OUTPUTS)
+
+    def _decode(self, outputs, index):
+        h, w = self._hw
+        boxes, scores, lms = [], [], []
+        for level, stride in enumerate(self.STRIDES):
+            cls = np.clip(outputs[level][index, :, 0], 0, 1)
+            obj = np.clip(outputs[3 + level][index, :, 0], 0, 1)
+            bbox = outputs[6 + level][index]  # (rows*cols, 4)
+            kps = outputs[9 + level][index]  # (rows*cols, 10)
+            score = np.sqrt(cls * obj)
+            sel = np.nonzero(score >= self.score_threshold)[0]
+            if not sel.size:
+                continue
+            cols = w // stride
+            grid = np.stack([sel % cols, sel // cols], axis=1).astype(np.float32)  # (K, 2) x=c, y=r
+            centre = (grid + bbox[sel, :2]) * stride
+            size = np.exp(bbox[sel, 2:4]) * stride
+            boxes.append(np.concatenate([centre - size / 2, centre + size / 2], axis=1))
+            lms.append((kps[sel].reshape(-1, 5, 2) + grid[:, None, :]) * stride)
+            scores.append(score[sel])
+        if not scores:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        boxes_a, scores_a, lms_a = np.concatenate(boxes), np.concatenate(scores), np.concatenate(lms)
+        if len(scores_a) > self.top_k:  # OpenCV's topK caps what survives NMS; capping before is equivalent here
+            top = np.argsort(-scores_a, kind="stable")[: self.top_k]
+            boxes_a, scores_a, lms_a = boxes_a[top], scores_a[top], lms_a[top]
+        return boxes_a, scores_a, lms_a
+
+
+class SCRFDDetector(_LetterboxOnnxDetector):
+    """SCRFD (Guo et al. 2021, "Sample and Computation Redistribution for Efficient Face Detection") in the
+    insightface model-pack layout (``det_10g.onnx``, ``det_2.5g.onnx``, ``det_500m.onnx``).
+
+    Input RGB, ``(x - 127.5) / 128`` (insightface ``SCRFD.input_mean/std``). Outputs, in graph order:
+    scores, box distances and keypoint offsets per stride (8, 16, 32 with 2 anchors per cell for 9
+    outputs; 8..128 with 1 anchor for 15). Each output is ``(cells*anchors, C)`` for batch-1 exports
+    (then images run one at a time) or ``(N, cells*anchors, C)`` for batched exports. Decoding is
+    insightface's: anchor centres ``(x, y) * stride``, box ``centre -/+ distance * stride``, keypoints
+    ``centre + offset * stride``; NMS at ``nms_threshold`` (insightface: 0.4).
+    """
+
+    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.5, nms_threshold: float = 0.4,
+                 input_size: Sequence[int] = (640, 640), min_face_size: float = 0.0, max_faces: int = 0,
+                 batch_size: int = 8, input_mean: float = 127.5, input_std: float = 128.0, device: str = "auto",
+                 config_key: str = "face.detector.model_path"):
+        what = "SCRFD face detector ONNX (insightface det_*.onnx with keypoints: 9 or 15 outputs)"
+        self.model = OnnxModel(model_path, config_key, what, device=device, dynamic_batch=False, num_outputs=(9, 15))
+        where = f"{config_key}={str(model_path)!r}"
+        n_out = len(self.model.output_names)
+        self.strides, self.num_anchors = ((8, 16, 32), 2) if n_out == 9 else ((8, 16, 32, 64, 128), 1)
+        shapes = [o.shape for o in self.model.session.get_outputs()]
+        ranks = {len(s) for s in shapes}
+        if ranks not in ({2}, {3}):
+            raise ModelFileError(f"{where}: output ranks {sorted(ranks)}; expected all 2 or all 3 ({what})")
+        self.batched = ranks == {3}
+        fixed = self.model.input_shape[2:]
+        w, h = (int(v) for v in input_size)
+        if all(isinstance(d, int) and d > 0 for d in fixed) and (h, w) != tuple(fixed):
+            log.info("%s: model input is fixed at %sx%s; using that instead of input_size=%s", where, fixed[1],
+                     fixed[0], list(input_size))
+            w, h = fixed[1], fixed[0]
+        if w % 32 or h % 32:
+            raise ValueError(f"SCRFDDetector input_size={[w, h]}: width and height must be multiples of 32")
+        self.input_size = (w, h)
+        self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
+        self.min_face_size, self.max_faces = float(min_face_size), int(max_faces)
+        self.batch_size = max(1, int(batch_size))
+        self.input_mean, self.input_std = float(input_mean), float(input_std)
+        self._centres: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _preprocess(self, canvases: np.ndarray) -> np.ndarray:
+        x = canvases.astype(np.float32).transpose(0, 3, 1, 2)  # RGB, as insightface's swapRB=True on BGR
+        return np.ascontiguousarray((x - self.input_mean) / self.input_std)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.model.run(batch)
+
+    def _anchor_centres(self, rows: int, cols: int, stride: int) -> np.ndarray:
+        key = (rows, cols, stride)
+        if key not in self._centres:
+            ys, xs = np.mgrid[:rows, :cols]
+            centres = (np.stack([xs, ys], axis=-1).reshape(-1, 2) * stride).astype(np.float32)
+            self._centres[key] = np.repeat(centres, self.num_anchors, axis=0)  # anchors of a cell are adjacent
+        return self._centres[key]
+
+    def _decode(self, outputs, index):
+        w, h = self.input_size
+        fmc = len(self.strides)
+        boxes, scores, lms = [], [], []
+        for level, stride in enumerate(self.strides):
+            pick = (lambda a: a[index]) if self.batched else (lambda a: a)
+            score = pick(outputs[level]).reshape(-1)
+            dist = pick(outputs[level + fmc]).reshape(-1, 4) * stride
+            kps = pick(outputs[level + 2 * fmc]).reshape(-1, 10) * stride
+            centres = self._anchor_centres(h // stride, w // stride, stride)
+            if len(centres) != len(score):
+                raise ModelFileError(f"{self.model.config_key}={str(self.model.path)!r}: stride {stride} output has "
+                                     f"{len(score)} rows, expected {len(centres)} for a {w}x{h} input; not an "
+                                     "insightface SCRFD layout")
+            sel = np.nonzero(score >= self.score_threshold)[0]
+            c = centres[sel]
+            boxes.append(np.concatenate([c - dist[sel, :2], c + dist[sel, 2:]], axis=1))
+            lms.append(c[:, None, :] + kps[sel].reshape(-1, 5, 2))
+            scores.append(score[sel])
+        return (np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32),
+                np.concatenate(lms).astype(np.float32))

@@ -1,0 +1,162 @@
+"""Embedders: SFace against OpenCV's reference, identity behaviour on real photos, and the insightface ONNX
+layout exercised with a tiny IResNet exported from torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gandiff.face.align import align_face
+from gandiff.face.embedders import OnnxEmbedder, SFaceEmbedder, TorchEmbedder, cosine_similarity
+from gandiff.face.onnx_models import ModelFileError
+
+
+@pytest.fixture(scope="session")
+def crops(photos, yunet, t1_detections):
+    """Aligned crops: the six t1 faces, then astronaut, grace_hopper, tom_hanks (9 different people)."""
+    out = [align_face(photos["t1"], d.landmarks) for d in t1_detections]
+    for name in ("astronaut", "grace_hopper", "tom_hanks"):
+        out.append(align_face(photos[name], yunet.detect(photos[name])[0].landmarks))
+    return np.stack(out)
+
+
+def test_sface_matches_opencv_dnn(crops, model_paths, sface):
+    """Input convention check: OpenCV FaceRecognizerSF.feature = blobFromImage(bgr, 1, (112,112), 0, swapRB=True)."""
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(model_paths["sface"])
+    ours = sface.embed(crops[:3])
+    for crop, emb in zip(crops[:3], ours):
+        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop[:, :, ::-1]), 1.0, (112, 112), (0, 0, 0), True, False)
+        net.setInput(blob, "data")
+        ref = net.forward().reshape(-1)
+        assert cosine_similarity(ref, emb) > 0.9999
+
+
+def test_sface_identity_separation(crops, photos, yunet, sface):
+    import cv2
+
+    emb = sface.embed(crops)
+    assert emb.shape == (9, sface.dim) == (9, 128) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    sims = emb @ emb.T
+    different = sims[~np.eye(len(emb), dtype=bool)]
+    # same person: the mirror image and brightness-changed copies of the photo, re-detected and re-aligned
+    same = []
+    for name in ("astronaut", "grace_hopper", "t1"):
+        image = photos[name]
+        first = yunet.detect(image)[0]
+        base = sface.embed(align_face(image, first.landmarks))[0]
+        centre = (first.box[:2] + first.box[2:]) / 2
+        mirrored = np.array([image.shape[1] - centre[0], centre[1]])
+        for variant, where in ((np.ascontiguousarray(image[:, ::-1]), mirrored),
+                               (cv2.convertScaleAbs(image, alpha=0.6, beta=0), centre),
+                               (cv2.convertScaleAbs(image, alpha=1.0, beta=60), centre)):
+            # the same face in the variant: the detection nearest to where it must be
+            d = min(yunet.detect(variant), key=lambda d: np.linalg.norm((d.box[:2] + d.box[2:]) / 2 - where))
+            same.append(float(base @ sface.embed(align_face(variant, d.landmarks))[0]))
+    assert min(same) > 0.6, same
+    assert different.max() < 0.4, different.max()
+    assert min(same) - different.max() > 0.25
+
+
+def test_batch_flip_and_empty(crops, model_paths, sface):
+    one_by_one = np.concatenate([sface.embed(c[None]) for c in crops[:4]])
+    np.testing.assert_allclose(sface.embed(crops[:4]), one_by_one, atol=1e-5)
+    assert sface.embed(np.zeros((0, 112, 112, 3), np.uint8)).shape == (0, 128)
+    flipped = SFaceEmbedder(model_paths["sface"], flip=True, device="cpu")
+    a = flipped.embed(crops[:2])
+    b = flipped.embed(np.ascontiguousarray(crops[:2, :, ::-1]))
+    np.testing.assert_allclose(a, b, atol=1e-5)  # flip fusion is mirror-invariant by construction
+    with pytest.raises(ValueError, match=r"\(N, 112, 112, 3\) uint8"):
+        sface.embed(np.zeros((2, 3, 112, 112), np.float32))
+
+
+# ---- a tiny IResNet (arcface_torch naming) -> ONNX in the insightface layout ---------------------------
+
+class _Block(nn.Module):
+    """arcface_torch IBasicBlock: BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN, plus shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.prelu = nn.PReLU(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + self.downsample(x)
+
+
+class TinyIResNet(nn.Module):
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.prelu = nn.PReLU(8)
+        self.layer1 = nn.Sequential(_Block(8, 8, 2), _Block(8, 16, 2), _Block(16, 16, 2), _Block(16, 16, 2))
+        self.bn2 = nn.BatchNorm2d(16)
+        self.dropout = nn.Dropout(0.0)
+        self.fc = nn.Linear(16 * 7 * 7, dim)
+        self.features = nn.BatchNorm1d(dim)
+
+    def forward(self, x):  # (B, 3, 112, 112) -> (B, dim)
+        x = self.layer1(self.prelu(self.bn1(self.conv1(x))))
+        return self.features(self.fc(self.dropout(torch.flatten(self.bn2(x), 1))))
+
+
+@pytest.fixture(scope="module")
+def tiny_iresnet():
+    torch.manual_seed(0)
+    model = TinyIResNet().eval()
+    with torch.no_grad():  # non-trivial BN statistics so that export bugs would show
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_embedder_equals_torch_on_insightface_layout(tmp_path, tiny_iresnet, crops):
+    path = tmp_path / "w600k_tiny.onnx"
+    # arcface_torch/torch2onnx.py: input "input.1"-style name, NCHW float, dynamic batch, opset 11
+    torch.onnx.export(tiny_iresnet, (torch.zeros(1, 3, 112, 112),), str(path), dynamo=False, opset_version=11,
+                      input_names=["input.1"], output_names=["fc1"],
+                      dynamic_axes={"input.1": {0: "None"}, "fc1": {0: "None"}})
+    onnx_emb = OnnxEmbedder(path, mean=127.5, std=127.5, device="cpu")
+    torch_emb = TorchEmbedder(tiny_iresnet, mean=127.5, std=127.5, device="cpu")
+    assert onnx_emb.dim == torch_emb.dim == 16
+    a, b = onnx_emb.embed(crops), torch_emb.embed(crops)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # the manual arcface_torch preprocessing, ((x / 255) - 0.5) / 0.5 on RGB, gives the same vectors
+    x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(tiny_iresnet(x)).numpy()
+    np.testing.assert_allclose(a, ref, atol=1e-5)
+    bgr = OnnxEmbedder(path, input_bgr=True, device="cpu").embed(crops[:2])
+    assert np.abs(bgr - a[:2]).max() > 1e-3  # colour order is honoured, not ignored
+
+
+def test_torch_embedder_checkpoint_prefixes(tmp_path, tiny_iresnet, crops):
+    ckpt = tmp_path / "magface_style.pth"
+    torch.save({"state_dict": {f"features.module.{k}": v for k, v in tiny_iresnet.state_dict().items()}}, ckpt)
+    loaded = TorchEmbedder(TinyIResNet, checkpoint=ckpt, device="cpu")  # a factory, as Hydra _partial_ gives
+    np.testing.assert_allclose(loaded.embed(crops[:3]),
+                               TorchEmbedder(tiny_iresnet, device="cpu").embed(crops[:3]), atol=1e-6)
+    bad = tmp_path / "other.pth"
+    torch.save({"conv9.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ModelFileError, match="other.pth.*does not match"):
+        TorchEmbedder(TinyIResNet, checkpoint=bad, device="cpu")
+
+
+def test_wrong_model_kind_for_embedder(model_paths):
+    with pytest.raises(ModelFileError, match=r"face\.embedder\.model_path=.*112x112"):
+        OnnxEmbedder(model_paths["age"])  # a 64x64 age model is not a recognizer
