@@ -1,0 +1,59 @@
+"""Selection rules over a hand-made scores table (no model, no files)."""
+
+from __future__ import annotations
+
+from gandiff.curation.select import SelectionRules, balance_identities, cap_with_spread, select, settings_tag
+
+
+def row(ident, k, **kw):
+    base = {"id": ident, "image_id": f"{ident}_{k:03d}", "status": "ok", "n_faces": 1, "det_score": 0.9,
+            "face_size": 80.0, "anchor_sim": 0.6, "centroid_sim": 0.7, "other_sim": 0.1, "quality": 0.8, "yaw": 0.0,
+            "fam_expression": "smiling"}
+    return {**base, **kw}
+
+
+def test_each_rule_rejects_with_its_reason():
+    rules = SelectionRules(min_images=1, max_images=10, balance=False, min_quality=0.5, max_abs_yaw=45)
+    scores = [row("a", 0), row("a", 1, status="unreadable", n_faces=0), row("a", 2, status="no_face", n_faces=0),
+              row("a", 3, n_faces=2), row("a", 4, det_score=0.3), row("a", 5, face_size=10.0),
+              row("a", 6, anchor_sim=0.1), row("a", 7, other_sim=0.9), row("a", 8, quality=0.1), row("a", 9, yaw=-60.0),
+              row("a", 10, det_score=0.3, anchor_sim=0.1)]
+    sel = select(scores, {"a": {}}, rules)
+    assert [r["image_id"] for r in sel.images] == ["a_000"]
+    assert sel.counts["rejected_first_reason"] == {"unreadable": 1, "no_face": 1, "multiple_faces": 1, "det_score": 2,
+                                                   "face_size": 1, "anchor_similarity": 1, "other_similarity": 1,
+                                                   "quality": 1, "pose": 1}
+    assert sel.counts["rejected_any_reason"]["anchor_similarity"] == 2
+
+
+def test_identities_short_of_min_images_are_dropped_and_labels_are_dense():
+    rules = SelectionRules(min_images=2, max_images=10, balance=False)
+    scores = [row("c", 0), row("c", 1), row("b", 0), row("a", 0), row("a", 1), row("d", 0, status="no_face", n_faces=0)]
+    sel = select(scores, {}, rules)
+    assert sel.identities == ["a", "c"]
+    assert [(r["id"], r["label"]) for r in sel.images] == [("a", 0), ("a", 0), ("c", 1), ("c", 1)]
+    assert sel.dropped == {"b": "too_few_images (1 < 2)", "d": "no_usable_image"}
+
+
+def test_cap_prefers_spread_over_prompt_families():
+    rows = [row("a", k, fam_expression="smiling", anchor_sim=0.9) for k in range(8)]
+    rows += [row("a", 8, fam_expression="sad", anchor_sim=0.4), row("a", 9, fam_expression="angry", anchor_sim=0.35)]
+    kept = cap_with_spread(rows, 4, ["fam_expression"])
+    assert sorted(r["fam_expression"] for r in kept) == ["angry", "sad", "smiling", "smiling"]
+    # among the "smiling" ones the most identity-consistent are kept (ties by image id)
+    assert [r["image_id"] for r in kept if r["fam_expression"] == "smiling"] == ["a_000", "a_001"]
+
+
+def test_balance_restores_the_identity_stage_distribution():
+    attrs = {f"m{i}": {"gender": "male"} for i in range(4)} | {f"f{i}": {"gender": "female"} for i in range(4)}
+    survivors = {i: [row(i, 0)] for i in ["m0", "m1", "m2", "m3", "f0", "f1"]}  # two women lost in curation
+    drop, info = balance_identities(survivors, attrs, ["gender", "race"])
+    assert info["attributes"] == ["gender"]  # race is None everywhere: left out
+    assert len(drop) == 2 and all(d.startswith("m") for d in drop)
+    drop, _ = balance_identities(survivors, attrs, ["gender"], tolerance=0.5)
+    assert len(drop) == 1
+
+
+def test_tag_names_the_settings():
+    assert settings_tag(SelectionRules()) == "det0.6_size24_anchor0.3_other0.5_n2-50_bal-gender+race"
+    assert "anchor0.45" in settings_tag(SelectionRules(min_anchor_similarity=0.45), "leak-drop")
