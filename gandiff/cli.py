@@ -29,6 +29,9 @@ EXAMPLES = {
 TOOLS = {
     "faces": ("gandiff.face.cli:main", "gandiff faces photo.jpg other.jpg   # detections, attributes, similarity"),
     "inspect": ("gandiff.datasets.inspect:main", "gandiff inspect experiments/demo/export/<key>   # dataset stats"),
+    "report-sweep": ("gandiff.evaluation.report:main", "gandiff report-sweep experiments/multirun/<time>   # compare a sweep's datasets"),
+    "reference": ("gandiff.evaluation.distributions:main",
+                  "gandiff reference /data/vgg2.rec --out refs/vgg2_sface.json   # a real score distribution"),
 }
 
 HELP = """\

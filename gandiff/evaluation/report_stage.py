@@ -1,0 +1,62 @@
+"""The ``report`` stage: one HTML page and one Markdown file summarising every stage of the run.
+
+Upstream: every stage before it (their ``stage.json`` are summarised; identities, generate and curate
+give the sample grids; evaluate gives the metrics, scores and fairness). No config group decides the
+report's content beyond the reference histogram of ``benchmark`` (drawn under the histograms).
+
+Outputs: ``report.html`` (self-contained: PNGs embedded), ``report.md`` + ``assets/*.png``. With a tracker
+(W&B), the plots go out as images, the metrics as a table, and the exported dataset as an artifact
+reference (a pointer to the folder, not an upload).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gandiff.artifacts import read_json
+from gandiff.pipeline import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+SUMMARISED = ("identities", "dreambooth", "generate", "curate", "export", "train", "evaluate")
+
+
+class ReportStage(Stage):
+    name = "report"
+    upstream = SUMMARISED
+    config_keys = ("benchmark",)
+    ignore_keys = ("benchmark.batch_size",)
+
+    def items(self, ctx: StageContext) -> list[str]:
+        return ["report"]
+
+    def process(self, ctx: StageContext, keys: list[str]) -> None:
+        from gandiff.evaluation.report import build_report
+
+        records = {s: read_json(ctx.input_dir(s) / "stage.json") for s in self.upstream}
+        ref = ctx.cfg.benchmark.get("reference_distribution")
+        rep = build_report(
+            f"gandiff report: {ctx.cfg.experiment_name}", records, ctx.input_dir("evaluate"),
+            identities_dir=ctx.input_dir("identities"), generate_dir=ctx.input_dir("generate"),
+            curate_dir=ctx.input_dir("curate"), reference_path=str(ref) if ref else None)
+        files = rep.write(ctx.dir, "report")
+        ctx.items.put("report", {"images": len(rep.images), "sections": sum(b[0] == "h2" for b in rep.blocks)},
+                      list(files.values()))
+        if ctx.tracker is not None:
+            self._track(ctx, rep, files)
+
+    def _track(self, ctx: StageContext, rep: Any, files: dict[str, Path]) -> None:
+        for name, _, caption in rep.images:
+            ctx.tracker.log_image(f"report/{name}", files[name], caption=caption)
+        metrics = read_json(ctx.input_dir("evaluate") / "metrics.json")
+        from gandiff.evaluation.stage import EvaluateStage
+
+        ctx.tracker.log_table("report/metrics", [EvaluateStage._flat(r) for r in metrics.get("items", {}).values()])
+        ctx.tracker.log_artifact_ref(f"dataset-{ctx.input_dir('export').name}", ctx.input_dir("export"), kind="dataset")
+        ctx.tracker.log_artifact_ref(f"report-{ctx.key}", files["html"], kind="report")
+
+    def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
+        row = ctx.items.get("report")
+        return {"html": str(ctx.dir / "report.html"), "markdown": str(ctx.dir / "report.md"), **row}

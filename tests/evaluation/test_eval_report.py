@@ -1,0 +1,134 @@
+"""The report: HTML with every plot embedded and decodable (and rendered by Chromium when installed),
+Markdown beside it, the report stage over fake upstream folders, the sweep comparison."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from gandiff.artifacts import ItemStore, atomic_write_json
+from gandiff.config import compose
+from gandiff.evaluation import report as R
+from gandiff.pipeline import StageContext
+
+
+def _ctx(cfg, tmp_path, name, inputs):
+    out = tmp_path / name
+    return StageContext(name=name, cfg=cfg, run_dir=tmp_path, dir=out, key="k", inputs=inputs, shard_index=0,
+                        shard_count=1, items=ItemStore(out))
+
+
+@pytest.fixture
+def evaluated(tmp_path, upstream):
+    """An evaluate folder over the fake upstream, plus stage.json files for every upstream stage."""
+    from gandiff.evaluation.stage import EvaluateStage
+
+    ident, export, train = upstream
+    cfg = compose(["paths.root=" + str(tmp_path / "runs"), "logger=none", "device=cpu"])
+    ctx = _ctx(cfg, tmp_path, "evaluate", {"identities": ident, "export": export, "train": train})
+    st = EvaluateStage()
+    keys = st.items(ctx)
+    st.process(ctx, keys)
+    counts = st.merge(ctx, keys)
+    inputs = {"identities": ident, "export": export, "train": train, "evaluate": ctx.dir}
+    for s in ("dreambooth", "generate", "curate"):
+        inputs[s] = tmp_path / s
+        inputs[s].mkdir()
+    for s, d in inputs.items():
+        atomic_write_json(d / "stage.json", {"stage": s, "key": f"{s}key", "counts": {"items": 3} if s != "evaluate"
+                                             else counts, "timings": {"seconds": 1.5}})
+    # curated crops for the grid
+    crops = tmp_path / "curate" / "crops" / "id_000000"
+    crops.mkdir(parents=True)
+    from gandiff.artifacts import save_image
+
+    save_image(crops / "a.png", np.full((112, 112, 3), 128, np.uint8))
+    return cfg, inputs
+
+
+def test_report_stage_writes_self_contained_html(tmp_path, evaluated):
+    from gandiff.evaluation.report_stage import ReportStage
+    from gandiff.tracking import Tracker
+
+    cfg, inputs = evaluated
+    logged = {"images": [], "tables": [], "refs": []}
+
+    class Recorder(Tracker):
+        def log_image(self, key, path, caption=""):
+            logged["images"].append(key)
+
+        def log_table(self, key, rows):
+            logged["tables"].append((key, len(rows)))
+
+        def log_artifact_ref(self, name, path, kind="dataset"):
+            logged["refs"].append(kind)
+
+    ctx = _ctx(cfg, tmp_path, "report", inputs)
+    ctx.tracker = Recorder()
+    st = ReportStage()
+    st.process(ctx, st.items(ctx))
+    counts = st.merge(ctx, ["report"])
+    text = (ctx.dir / "report.html").read_text()
+    n, problems = R.html_images_ok(text)
+    assert problems == [] and n == counts["images"]
+    # samples, histograms + ROC/DET for both embedders, fairness bars (gender, age_bin of the GAN items)
+    assert n >= 1 + 4 + 4
+    for needle in ("Stages", "Score distributions", "Fairness", "Benchmarks", "heldout-recognizer", "FDR", "GARBE"):
+        assert needle in text
+    md = (ctx.dir / "report.md").read_text()
+    assert "![" in md and (ctx.dir / "assets" / "samples.png").is_file()
+    assert len(logged["images"]) == n and logged["tables"][0][1] == 5 and logged["refs"] == ["dataset", "report"]
+
+
+def test_report_of_an_empty_export_says_so(tmp_path, builders):
+    from gandiff.evaluation.report import build_report
+    from gandiff.evaluation.stage import EvaluateStage
+
+    inputs = {"identities": builders.identities(tmp_path / "identities", n_ids=2, per_id=2),
+              "export": builders.export(tmp_path / "export", empty=True),
+              "train": builders.train(tmp_path / "train", with_model=False)}
+    cfg = compose(["paths.root=" + str(tmp_path / "runs"), "logger=none", "device=cpu"])
+    ctx = _ctx(cfg, tmp_path, "evaluate", inputs)
+    st = EvaluateStage()
+    st.process(ctx, st.items(ctx))
+    st.merge(ctx, st.items(ctx))
+    rep = build_report("t", {}, ctx.dir, identities_dir=inputs["identities"])
+    text = rep.to_html()
+    assert "The exported dataset is EMPTY" in text and R.html_images_ok(text)[1] == []
+
+
+def test_report_opens_in_chromium(tmp_path, evaluated):
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from gandiff.evaluation.report import build_report
+
+    cfg, inputs = evaluated
+    rep = build_report("t", {}, inputs["evaluate"], identities_dir=inputs["identities"])
+    files = rep.write(tmp_path / "rep")
+    loaded, shown = R.browser_check(files["html"])
+    assert shown == len(rep.images) > 0 and loaded == shown
+
+
+def test_sweep_report_compares_evaluations(tmp_path, evaluated):
+    _, inputs = evaluated
+    run = tmp_path / "run"
+    for k, tag in (("aaa", "min_sim=0.3"), ("bbb", "min_sim=0.5")):
+        shutil.copytree(inputs["evaluate"], run / "evaluate" / k)
+        atomic_write_json(run / "evaluate" / k / "stage.json", {"inputs": {"export": {"key": f"e{k}"}}})
+        (run / "export" / f"e{k}").mkdir(parents=True)
+        (run / "export" / f"e{k}" / "tag.txt").write_text(tag + "\n")
+    found = R.find_evaluations(run)
+    assert [label for label, _ in found] == ["min_sim=0.3", "min_sim=0.5"]
+    files = R.sweep_report(run, tmp_path / "sweep")
+    text = files["html"].read_text()
+    n, problems = R.html_images_ok(text)
+    assert problems == [] and n == 4 and text.count("min_sim=0.5") >= 2
+    with pytest.raises(FileNotFoundError, match="no evaluate/ folder and no Hydra jobs"):
+        R.find_evaluations(tmp_path / "curate")
+
+
+def test_html_images_ok_catches_broken_images():
+    n, problems = R.html_images_ok("<img alt='x' src='data:image/png;base64,AAAA'><img alt='y' src='x.png'>")
+    assert n == 2 and len(problems) == 2
