@@ -316,6 +316,10 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
         return {"stage": name, "status": "shard-done", "dir": str(out_dir), "pending": len(missing)}
 
     counts = stage.merge(ctx, keys)
+    reserved = {"stage", "status", "dir", "pending"} & set(counts)
+    if reserved:
+        raise StageError(f"stage {name!r} returned counts named {sorted(reserved)}: those names are the "
+                         "pipeline's own, rename them")
     record = {
         "stage": name,
         "key": key,

@@ -1,47 +1,139 @@
-"""Config schemas of the ``recognizer`` and ``trainer`` groups."""
+"""Config schemas of the ``recognizer`` and ``trainer`` groups.
+
+``recognizer`` says what is trained (backbone, embedding, margin head); ``trainer`` says how (optimiser,
+schedule, precision, devices, data augmentation, validation). The defaults follow insightface
+arcface_torch's IResNet-50 recipe (SGD 0.1, momentum 0.9, weight decay 5e-4, polynomial decay with
+power 2, gradient norm clipped at 5, ArcFace s=64 m=0.5).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gandiff.schema import require, require_choice
+from gandiff.schema import require, require_choice, require_range
+
+BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "mobilefacenet",
+             "mobilefacenet_small")
+HEADS = ("arcface", "cosface", "combined", "adaface")
 
 
 @dataclass
 class RecognizerConfig:
-    backbone: str = "iresnet50"
+    backbone: str = "iresnet50"  # one of BACKBONES; insightface arcface_torch parameter names
     embedding_size: int = 512
-    head: str = "arcface"
-    margin: float = 0.5
-    scale: float = 64.0
-    dropout: float = 0.0
+    dropout: float = 0.0  # before the embedding layer (arcface_torch: 0 for IResNet)
+    fp16: bool = False  # arcface_torch's flag: trunk under fp16 autocast on CUDA, embedding layer in fp32
+    head: str = "arcface"  # arcface | cosface | combined | adaface
+    scale: float = 64.0  # s: logit scale
+    margin: float = 0.5  # m: arcface angular margin (0.5), cosface additive margin (0.35-0.4), adaface m (0.4)
+    # combined: cos(m1*theta + m2) - m3, insightface's convention (ArcFace = 1,0.5,0; CosFace = 1,0,0.35)
+    combined_margins: list[float] = field(default_factory=lambda: [1.0, 0.3, 0.2])
+    easy_margin: bool = False  # arcface: apply the margin only where cos > 0 (else insightface's linear fallback)
+    subcenters: int = 1  # sub-center ArcFace (Deng et al., ECCV 2020): K centres per class, max over them
+    adaface_h: float = 0.333  # AdaFace: how far the norm statistics move the margin
+    adaface_t_alpha: float = 0.01  # AdaFace: EMA rate of the batch norm statistics
 
     def __post_init__(self) -> None:
+        require_choice("recognizer.backbone", self.backbone, BACKBONES)
         require(self.embedding_size >= 2, "recognizer.embedding_size", self.embedding_size, "must be >= 2")
+        require_range("recognizer.dropout", self.dropout, 0.0, 0.99)
+        require_choice("recognizer.head", self.head, HEADS)
         require(self.scale > 0, "recognizer.scale", self.scale, "must be > 0")
+        require_range("recognizer.margin", self.margin, 0.0, 1.5)
+        require(len(self.combined_margins) == 3, "recognizer.combined_margins", list(self.combined_margins),
+                "must be [m1, m2, m3], e.g. [1.0, 0.3, 0.2]")
+        m1, m2, m3 = self.combined_margins
+        require(m1 > 0 and 0 <= m2 < 3.14159 and 0 <= m3 < 1, "recognizer.combined_margins",
+                list(self.combined_margins), "needs m1 > 0, 0 <= m2 < pi, 0 <= m3 < 1")
+        require(self.subcenters >= 1, "recognizer.subcenters", self.subcenters, "must be >= 1 (3 in the paper)")
+        require(self.subcenters == 1 or self.head in ("arcface", "cosface", "combined"), "recognizer.subcenters",
+                self.subcenters, f"sub-centres work with arcface, cosface or combined, not {self.head!r}")
+        require(self.adaface_h > 0, "recognizer.adaface_h", self.adaface_h, "must be > 0")
+        require_range("recognizer.adaface_t_alpha", self.adaface_t_alpha, 0.0, 1.0)
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation of aligned 112x112 faces (applied on uint8 tensors in the workers)."""
+
+    flip: bool = True  # horizontal flip with p=0.5 (arcface_torch's only augmentation)
+    crop_jitter: int = 0  # pixels: pad by this much (edge values) and crop back at a random offset
+    color_jitter: float = 0.0  # strength of brightness/contrast/saturation jitter (0 = off, 0.2-0.4 typical)
+    random_erasing: float = 0.0  # probability of erasing one rectangle (occlusion robustness)
+    randaugment: bool = False  # RandAugment (Cubuk et al., 2020)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+
+    def __post_init__(self) -> None:
+        require(self.crop_jitter >= 0, "trainer.augment.crop_jitter", self.crop_jitter, "must be >= 0 pixels")
+        require_range("trainer.augment.color_jitter", self.color_jitter, 0.0, 1.0)
+        require_range("trainer.augment.random_erasing", self.random_erasing, 0.0, 1.0)
+        require(self.randaugment_ops >= 1, "trainer.augment.randaugment_ops", self.randaugment_ops, "must be >= 1")
+        require_range("trainer.augment.randaugment_magnitude", self.randaugment_magnitude, 0, 30)
 
 
 @dataclass
 class TrainerConfig:
     max_epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
+    max_steps: int = -1  # > 0: stop after this many optimiser steps (wins over max_epochs)
+    batch_size: int = 128  # per device
+    optimizer: str = "sgd"  # sgd | adamw
     learning_rate: float = 0.1
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    schedule: str = "poly"
+    warmup_epochs: float = 1.0  # linear warm-up from 0 (fractions of an epoch allowed)
+    schedule: str = "poly"  # poly | cosine | constant, after warm-up, per step
+    poly_power: float = 2.0  # arcface_torch's PolyScheduler
+    gradient_clip_val: float = 5.0  # max gradient norm (arcface_torch: 5); 0 = off
     accelerator: str = "auto"
     devices: Any = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
+    strategy: str = "auto"  # auto | ddp | ... (Lightning strategies)
+    num_nodes: int = 1
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     num_workers: int = 2
-    compile: bool = False
+    compile: bool = False  # torch.compile the backbone (GPU)
+    deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Validation during training.
+    val_every_n_epochs: int = 1
+    val_batch_size: int = 256
+    val_bins: dict[str, str] = field(default_factory=dict)  # name -> insightface verification .bin
+    heldout: str = "images"  # images | identities | none: held-out verification pairs from the dataset
+    heldout_fraction: float = 0.1  # of each identity's images (images) or of the identities (identities)
+    heldout_pairs: int = 2000  # at most this many pairs, half mated, half non-mated
+    # Run control.
+    log_every_n_steps: int = 10
+    nan_check_every: int = 1  # steps between checks of the loss for NaN/inf (each check syncs the GPU)
+    checkpoint_every_n_steps: int = 0  # 0: a checkpoint at the end of every epoch only
+    on_empty: str = "skip"  # the dataset has < 2 identities: skip (record why) | error
+    data: str = "export"  # export: the export stage's dataset | a path to any export (folder, .rec, shards)
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "must be >= 1")
-        require(self.batch_size >= 1, "trainer.batch_size", self.batch_size, "must be >= 1")
+        require(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", self.max_steps,
+                "must be -1 (use max_epochs) or >= 1")
+        require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "must be >= 2")
         require_choice("trainer.optimizer", self.optimizer, ("sgd", "adamw"))
         require_choice("trainer.schedule", self.schedule, ("poly", "cosine", "constant"))
         require(self.learning_rate > 0, "trainer.learning_rate", self.learning_rate, "must be > 0")
+        require_range("trainer.momentum", self.momentum, 0.0, 1.0)
+        require(self.weight_decay >= 0, "trainer.weight_decay", self.weight_decay, "must be >= 0")
+        require(self.warmup_epochs >= 0, "trainer.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        require(self.poly_power > 0, "trainer.poly_power", self.poly_power, "must be > 0")
+        require(self.gradient_clip_val >= 0, "trainer.gradient_clip_val", self.gradient_clip_val, "must be >= 0")
+        require_choice("trainer.precision", self.precision,
+                       ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"))
         require(self.num_workers >= 0, "trainer.num_workers", self.num_workers, "must be >= 0")
+        require(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "must be >= 1")
+        require(self.val_every_n_epochs >= 1, "trainer.val_every_n_epochs", self.val_every_n_epochs, "must be >= 1")
+        require(self.val_batch_size >= 1, "trainer.val_batch_size", self.val_batch_size, "must be >= 1")
+        require_choice("trainer.heldout", self.heldout, ("images", "identities", "none"))
+        require_range("trainer.heldout_fraction", self.heldout_fraction, 0.0, 0.9)
+        require(self.heldout_pairs >= 20, "trainer.heldout_pairs", self.heldout_pairs, "must be >= 20")
+        require(self.log_every_n_steps >= 1, "trainer.log_every_n_steps", self.log_every_n_steps, "must be >= 1")
+        require(self.nan_check_every >= 1, "trainer.nan_check_every", self.nan_check_every, "must be >= 1")
+        require(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
+                self.checkpoint_every_n_steps, "must be >= 0")
+        require_choice("trainer.on_empty", self.on_empty, ("skip", "error"))
+        require(bool(self.data), "trainer.data", self.data, "must be 'export' or a path to an exported dataset")

@@ -1,0 +1,142 @@
+"""The ``train`` stage: a recognizer trained on the export stage's dataset proves (or not) its worth.
+
+One item, ``model``. Outputs in ``train/<key>/``:
+
+- ``backbone.pt`` (insightface state dict), ``backbone.onnx`` (insightface input layout, dynamic batch);
+- ``metrics.json``: loss curve, validation accuracy per epoch (held-out pairs of the dataset's own
+  identities, and any ``trainer.val_bins``), images/s, skipped images;
+- ``checkpoints/``: the latest Lightning checkpoint. A killed run resumes from it when the stage reruns
+  (the ``model`` item is not recorded until training and exports are complete).
+
+An export with fewer than two identities (the demo's tiny diffusion model can make curation reject
+everything) cannot train a margin head. With ``trainer.on_empty=skip`` (the default) the stage records
+``status: skipped`` and the reason in the row and ``metrics.json``, writes no model, and the run goes on
+(the evaluate stage sees no ``backbone.onnx`` and says why); ``error`` stops the run instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gandiff.artifacts import atomic_write_json, read_json, write_table
+from gandiff.pipeline import Stage, StageContext, StageError
+
+log = logging.getLogger(__name__)
+
+MODEL = "model"
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def open_training_data(data: str, export_dir: Path) -> tuple[Any, str]:
+    """(dataset, where) for ``trainer.data``: ``export`` -> the export stage's folder, else a path."""
+    from gandiff.datasets.readers import open_dataset
+
+    where = export_dir if data == "export" else Path(data).expanduser()
+    if data != "export" and not where.exists():
+        raise StageError(f"trainer.data={data!r}: no such dataset (give 'export' or a path to an image "
+                         "folder, a train.rec folder or WebDataset shards)")
+    return open_dataset(where), str(where)
+
+
+class TrainStage(Stage):
+    name = "train"
+    upstream = ("export",)
+    config_keys = ("recognizer", "trainer")
+    # Speed only: workers, compilation, the validation batch size, how often the loss is checked for NaN.
+    ignore_keys = ("trainer.num_workers", "trainer.compile", "trainer.val_batch_size", "trainer.nan_check_every")
+
+    def items(self, ctx: StageContext) -> list[str]:
+        return [MODEL]
+
+    def process(self, ctx: StageContext, keys: list[str]) -> None:
+        t = ctx.cfg.trainer
+        try:
+            dataset, where = open_training_data(str(t.data), ctx.input_dir("export"))
+            num_images, num_ids = len(dataset), len(set(dataset.labels.tolist())) if len(dataset) else 0
+            reason = None if num_ids >= 2 else f"the dataset has {num_images} images of {num_ids} identities"
+        except ValueError as e:  # EmptyDatasetError (a ValueError) says why the export is empty
+            if type(e).__name__ != "EmptyDatasetError":
+                raise StageError(f"train: cannot read the training data: {e}") from None
+            dataset, where, num_images, num_ids, reason = None, str(ctx.input_dir("export")), 0, 0, str(e)
+        if reason is not None:
+            msg = f"training skipped: {reason}; a margin head needs at least 2 identities"
+            if str(t.on_empty) == "error":
+                raise StageError(f"train: {msg} ({where}). Set trainer.on_empty=skip to go on without a model")
+            log.warning("%s (%s)", msg, where)
+            row = {"status": "skipped", "reason": reason, "num_images": num_images, "num_identities": num_ids}
+            atomic_write_json(ctx.dir / "metrics.json", row)
+            ctx.items.put(MODEL, row, ["metrics.json"])
+            return
+        log.info("train: %d images of %d identities from %s", num_images, num_ids, where)
+        metrics = self._train(ctx, dataset, where)
+        row = {"status": "trained", "num_images": num_images, "num_identities": num_ids,
+               "num_classes": metrics["num_classes"], "steps": metrics["steps"],
+               "final_loss": metrics["final_loss"], "val_accuracy": metrics["val_accuracy"]}
+        ctx.items.put(MODEL, row, ["backbone.pt", "backbone.onnx", "metrics.json"])
+
+    def _train(self, ctx: StageContext, dataset: Any, where: str) -> dict[str, Any]:
+        import lightning as L
+
+        from gandiff.recognition.backbones import build_backbone
+        from gandiff.recognition.datamodule import FaceDataModule
+        from gandiff.recognition.heads import build_head
+        from gandiff.recognition.module import NonFiniteLossError, RecognitionModule
+        from gandiff.recognition.train import fit_recognizer
+
+        r, t = ctx.cfg.recognizer, ctx.cfg.trainer
+        seed = int(ctx.cfg.seed)
+        L.seed_everything(seed, workers=True, verbose=False)
+        dm = FaceDataModule(dataset, batch_size=int(t.batch_size), seed=seed, num_workers=int(t.num_workers),
+                            augment=_plain(t.augment), heldout=str(t.heldout),
+                            heldout_fraction=float(t.heldout_fraction), heldout_pairs=int(t.heldout_pairs),
+                            val_bins=_plain(t.val_bins), val_batch_size=int(t.val_batch_size), source=where)
+        backbone_spec = {"name": str(r.backbone), "embedding_size": int(r.embedding_size),
+                         "dropout": float(r.dropout), "fp16": bool(r.fp16)}
+        head_spec = {"name": str(r.head), "num_classes": int(dm.num_classes), "embedding_size": int(r.embedding_size),
+                     "scale": float(r.scale), "margin": float(r.margin),
+                     "combined_margins": [float(m) for m in r.combined_margins], "easy_margin": bool(r.easy_margin),
+                     "subcenters": int(r.subcenters), "adaface_h": float(r.adaface_h),
+                     "adaface_t_alpha": float(r.adaface_t_alpha)}
+        module = RecognitionModule(
+            build_backbone(**backbone_spec), build_head(**head_spec), backbone_spec, head_spec,
+            optimizer=str(t.optimizer), learning_rate=float(t.learning_rate), momentum=float(t.momentum),
+            weight_decay=float(t.weight_decay), warmup_epochs=float(t.warmup_epochs), schedule=str(t.schedule),
+            poly_power=float(t.poly_power), nan_check_every=int(t.nan_check_every), compile=bool(t.compile))
+        try:
+            return fit_recognizer(
+                module, dm, ctx.dir, accelerator=str(t.accelerator), devices=_plain(t.devices),
+                strategy=str(t.strategy), num_nodes=int(t.num_nodes), precision=str(t.precision),
+                max_epochs=int(t.max_epochs), max_steps=int(t.max_steps),
+                gradient_clip_val=float(t.gradient_clip_val), log_every_n_steps=int(t.log_every_n_steps),
+                val_every_n_epochs=int(t.val_every_n_epochs), checkpoint_every_n_steps=int(t.checkpoint_every_n_steps),
+                deterministic=bool(t.deterministic), tracker=ctx.tracker)
+        except NonFiniteLossError as e:
+            raise StageError(f"train: {e}") from None
+
+    def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
+        row = ctx.items.get(MODEL)
+        metrics = read_json(ctx.dir / "metrics.json")
+        curve = [{"step": r["step"], "epoch": r["epoch"], "loss": r["loss"], "lr": r["lr"]}
+                 for r in metrics.get("loss", [])]
+        write_table(ctx.dir / "training.parquet", curve, schema=_loss_schema())
+        counts = {"training": row["status"], "num_images": row["num_images"], "num_identities": row["num_identities"]}
+        if row["status"] == "trained":
+            counts.update(final_loss=row["final_loss"], val_accuracy=row["val_accuracy"], steps=row["steps"],
+                          images_per_second=metrics.get("images_per_second"),
+                          skipped_images=metrics.get("skipped_images", 0))
+        else:
+            counts["reason"] = row["reason"]
+        return counts
+
+
+def _loss_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("step", pa.int64()), ("epoch", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64())])
