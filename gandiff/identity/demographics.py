@@ -7,7 +7,16 @@ GANDiffFace steers GAN sampling with an attribute classifier until a target dist
 - ``uniform``: equal shares over the joint of every attribute the classifier estimates
   (``gender`` x ``age_bin`` for the age/gender models, x ``race`` for FairFace);
 - a mapping of marginals, combined as independent: ``{gender: {female: 0.5, male: 0.5}, age_bin: uniform}``;
-- a joint over several attributes, named ``a|b``: ``{"gender|age_bin": {"female|20-29": 2, "male|30-39": 1}}``.
+- a joint over several attributes, named ``a|b``: ``{"gender|age_bin": {"female|20-29": 2, "male|30-39": 1}}``;
+- a string naming factors with equal shares, joined by ``*``, each optionally limited to some values
+  (``:v1/v2``): ``gender`` (half women, half men), ``gender*age_bin:20-29/30-39``, ``race*gender``.
+  Written without ``=``, ``,`` or brackets so that it needs no quoting on a Hydra command line.
+
+Why strings exist: Hydra *merges* a mapping given on the command line into a mapping already in the
+config (``identity.target={age_bin: uniform}`` over a default ``{gender: ...}`` keeps ``gender``), but
+replaces a string. The shipped configs therefore use string targets, and any override, string or
+mapping, replaces them. Only a mapping over a mapping merges (an experiment file that sets a mapping,
+then a command-line mapping): write ``identity.target=null identity.target={...}`` there.
 
 Values are shares (normalised) or counts (integers summing to ``identity.num``, used as they are).
 Shares become integer quotas by largest remainders (Hamilton's method), ties going to the cell listed
@@ -125,6 +134,24 @@ class DemographicTarget:
         return sum(self.quotas.values())
 
 
+def parse_target_string(text: str, key: str = "identity.target") -> dict[str, Any]:
+    """``"gender*age_bin:20-29/30-39"`` -> ``{"gender": "uniform", "age_bin": {"20-29": 1.0, "30-39": 1.0}}``."""
+    out: dict[str, Any] = {}
+    for factor in text.split("*"):
+        name, _, values = factor.strip().partition(":")
+        if not name.strip():
+            raise TargetError(f"{key}={text!r}: expected 'uniform' or attributes joined by '*', each optionally "
+                              "limited to values with ':v1/v2' (e.g. 'gender*age_bin:20-29/30-39')")
+        name = name.strip()
+        if name in out:
+            raise TargetError(f"{key}={text!r}: attribute {name!r} appears twice")
+        vals = [v.strip() for v in values.split("/")] if values.strip() else []
+        if any(not v for v in vals):
+            raise TargetError(f"{key}={text!r}: empty value in {factor.strip()!r}; separate values with '/'")
+        out[name] = {v: 1.0 for v in vals} if vals else "uniform"
+    return out
+
+
 def parse_target(spec: Any, num: int, provided: Sequence[str], key: str = "identity.target") -> DemographicTarget:
     """Read ``identity.target`` for ``num`` identities; ``provided``: attributes the classifier estimates."""
     if spec is None or spec == {} or spec == "none":
@@ -136,8 +163,11 @@ def parse_target(spec: Any, num: int, provided: Sequence[str], key: str = "ident
             raise TargetError(f"{key}=uniform: the attribute classifier estimates none of {', '.join(VOCABULARY)}")
         cells = list(itertools.product(*(VOCABULARY[a] for a in attrs)))
         return DemographicTarget(attrs, allocate({c: 1.0 for c in cells}, num, key))
+    if isinstance(spec, str):
+        spec = parse_target_string(spec, key)
     if not isinstance(spec, Mapping):
-        raise TargetError(f"{key}={spec!r}: expected null, 'uniform' or a mapping (see gandiff.identity.demographics)")
+        raise TargetError(f"{key}={spec!r}: expected null, 'uniform', factors like 'gender*age_bin:20-29/30-39' or a "
+                          "mapping (see gandiff.identity.demographics)")
     attrs: list[str] = []
     factors: list[dict[Cell, float]] = []
     for name, sub in spec.items():

@@ -16,6 +16,7 @@ caller: a variation is kept only if its face is still the anchor's identity (emb
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -94,7 +95,7 @@ def learn_direction(name: str, latents: np.ndarray, labels: np.ndarray, min_samp
     if not np.isfinite(norm) or norm == 0:
         return None
     vec = (vec / norm).astype(np.float32)
-    return Direction(name, vec, float(np.std(X @ vec)), kind, score, int(len(y)))
+    return Direction(name, vec, float(np.std(X @ vec)), kind, score, len(y))
 
 
 def learn_directions(latents: np.ndarray, labels: Mapping[str, np.ndarray], names: list[str],
@@ -110,21 +111,27 @@ def learn_directions(latents: np.ndarray, labels: Mapping[str, np.ndarray], name
     return out
 
 
-def save_directions(path: str | os.PathLike, directions: Mapping[str, Direction], latent_std: np.ndarray) -> Path:
-    """``.npz`` with names (K,), vectors (K, D), scales, kinds, scores, samples and the latents' per-dim std (D,)."""
+def save_directions(path: str | os.PathLike, directions: Mapping[str, Direction], latent_std: np.ndarray,
+                    atomic: bool = True) -> Path:
+    """``.npz`` with names (K,), vectors (K, D), scales, kinds, scores, samples and the latents' per-dim std (D,).
+
+    ``atomic=False`` writes in place: for a private staging folder (``gandiff.identity.compute_once``).
+    """
     from gandiff.artifacts import atomic_path
 
     names = list(directions)
     dim = len(latent_std)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, names=np.array(names, dtype=str),
-                     vectors=np.stack([directions[n].vector for n in names]) if names else np.zeros((0, dim), np.float32),
-                     scales=np.array([directions[n].scale for n in names], np.float32),
-                     kinds=np.array([directions[n].kind for n in names], dtype=str),
-                     scores=np.array([directions[n].score for n in names], np.float32),
-                     samples=np.array([directions[n].samples for n in names], np.int64),
-                     latent_std=np.asarray(latent_std, np.float32))
+    arrays = {
+        "names": np.array(names, dtype=str),
+        "vectors": np.stack([directions[n].vector for n in names]) if names else np.zeros((0, dim), np.float32),
+        "scales": np.array([directions[n].scale for n in names], np.float32),
+        "kinds": np.array([directions[n].kind for n in names], dtype=str),
+        "scores": np.array([directions[n].score for n in names], np.float32),
+        "samples": np.array([directions[n].samples for n in names], np.int64),
+        "latent_std": np.asarray(latent_std, np.float32),
+    }
+    with atomic_path(path) if atomic else contextlib.nullcontext(Path(path)) as target, open(target, "wb") as f:
+        np.savez(f, **arrays)
     return Path(path)
 
 

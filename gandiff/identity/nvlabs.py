@@ -34,7 +34,7 @@ class NVlabsStyleGANSource:
             raise FileNotFoundError(f"identity.source.checkpoint={checkpoint!r}: no such file")
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
-        import legacy  # noqa: PLC0415 - from the user's checkout
+        import legacy
 
         self.device = resolve_device(device)
         with open(checkpoint, "rb") as f:

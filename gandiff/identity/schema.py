@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gandiff.schema import require, require_choice, require_target
+from gandiff.identity.demographics import VOCABULARY, TargetError, parse_target
+from gandiff.schema import ConfigError, require, require_choice, require_target
 
 
 @dataclass
@@ -41,8 +42,10 @@ class IdentityConfig:
     num: int = 8  # identities to keep
     truncation: float = 1.0  # psi
     first_seed: int = 0  # candidate seeds are first_seed + seed * 1_000_000 + 0, 1, 2, ...
-    # Demographic target: null, "uniform", marginals {gender: {female: 0.5, male: 0.5}} or joints
-    # {"gender|age_bin": {"female|20-29": 1, ...}}; shares or counts (gandiff.identity.demographics).
+    # Demographic target: null, "uniform", equal-share factors "gender*age_bin:20-29/30-39", marginals
+    # {gender: {female: 0.5, male: 0.5}} or joints {"gender|age_bin": {"female|20-29": 1, ...}}; shares or
+    # counts (gandiff.identity.demographics). A mapping given on the command line replaces a string target
+    # but merges into a mapping one: see conf/identity/dcgan.yaml.
     target: Any = None
     max_attempts: int = 2000  # seeds drawn at most before a cell that cannot be filled is an error
     batch_size: int = 16  # speed only
@@ -64,8 +67,12 @@ class IdentityConfig:
         require(self.num >= 1, "identity.num", self.num, "must be >= 1")
         require(0.0 < self.truncation <= 2.0, "identity.truncation", self.truncation, "must be in (0, 2]")
         require(self.first_seed >= 0, "identity.first_seed", self.first_seed, "must be >= 0")
-        require(self.target is None or self.target == "uniform" or hasattr(self.target, "items"), "identity.target",
-                self.target, "must be null, 'uniform' or a mapping (see gandiff/identity/demographics.py)")
+        # The target's structure (attribute names, values, shares) is checked here; whether the configured
+        # classifier estimates those attributes only when the stage runs.
+        try:
+            parse_target(self.target, self.num, provided=tuple(VOCABULARY))
+        except TargetError as e:
+            raise ConfigError(str(e)) from None
         require(self.max_attempts >= self.num, "identity.max_attempts", self.max_attempts,
                 f"must be >= identity.num ({self.num})")
         require(self.batch_size >= 1, "identity.batch_size", self.batch_size, "must be >= 1")

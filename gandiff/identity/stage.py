@@ -4,11 +4,15 @@ Two phases:
 
 1. Selection (``items``), sequential by nature: the funnel of ``gandiff.identity.sampling`` draws seeds
    ``first_seed + 1_000_000 * seed + k`` until every demographic cell is full, then learns (or loads) the
-   edit directions. Its result is written once under ``selection/`` (``selection.npz``, ``directions.npz``,
-   ``selection.json`` last, each atomically), so a resumed or sharded run reads it instead of resampling.
-   The item keys are the identity ids ``id_000000 ...`` in draw order.
+   edit directions. Its result is the folder ``selection/`` (``selection.npz``, ``directions.npz``,
+   ``selection.json``), made once per run by ``gandiff.identity.compute_once``: the first shard to get
+   there claims it and computes it, shards that start meanwhile wait for it, later shards and resumed
+   runs read it; the folder is published by one atomic rename, so shards that do compute it at the same
+   time (a dead claimer taken over) still all read one and the same selection. The item keys are the
+   identity ids ``id_000000 ...`` in draw order.
 2. Per identity (``process``, sharded and resumable): render the anchor from its latent, make variations
-   by latent edits, keep those whose face is still the anchor's identity, write
+   (latent edits for GANs; partial re-noising for sources without an editable latent space that offer
+   ``render_variations``, e.g. diffusion models), keep those whose face is still the anchor's identity, write
    ``images/<id>/anchor.png``, ``images/<id>/var_00.png ...`` and ``images/<id>/embeddings.npy``
    ((1 + K, D): anchor then kept variations).
 
@@ -26,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from gandiff.artifacts import atomic_path, atomic_write_json, identity_id, read_json, save_image, write_table
+from gandiff.artifacts import (
+    atomic_path,
+    atomic_write_json,
+    canonical_json,
+    identity_id,
+    read_json,
+    save_image,
+    write_table,
+)
 from gandiff.pipeline import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
@@ -90,7 +102,7 @@ class IdentitiesStage(Stage):
     name = "identities"
     upstream = ()
     config_keys = ("identity", "face", "attributes")
-    ignore_keys = ("identity.batch_size",)
+    ignore_keys = ("identity.batch_size", "identity.source.batch_size")
 
     def __init__(self) -> None:
         self._models: tuple[Any, Any] | None = None
@@ -109,13 +121,19 @@ class IdentitiesStage(Stage):
         return ctx.dir / "selection"
 
     def items(self, ctx: StageContext) -> list[str]:
+        from gandiff.identity.compute_once import compute_once
+
         sel = self._selection_dir(ctx)
-        if not (sel / "selection.json").exists():
-            self._select(ctx)
+        who = f"identities shard {ctx.shard_index}/{ctx.shard_count}"
+        if compute_once(sel, "selection.json", lambda staging: self._select(ctx, staging), who=who):
+            log.info("identities: selection made by %s -> %s", who, sel)
+        else:
+            log.info("identities: reusing the selection in %s", sel)
         n = len(read_json(sel / "selection.json")["rows"])
         return [identity_id(i) for i in range(n)]
 
-    def _select(self, ctx: StageContext) -> None:
+    def _select(self, ctx: StageContext, out: Path) -> None:
+        """Run the funnel and write the selection into ``out`` (a private staging folder: plain writes)."""
         from gandiff.identity.demographics import TargetError, TargetNotMetError, parse_target
         from gandiff.identity.distinct import similarity_summary
         from gandiff.identity.edits import learn_directions, load_directions, save_directions
@@ -173,18 +191,16 @@ class IdentitiesStage(Stage):
                      d.score, d.scale)
         sims = similarity_summary(sel.embeddings, exact_max=max(sel.accept_max) if sel.accept_max else None)
 
-        out = self._selection_dir(ctx)
-        with atomic_path(out / "selection.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, seeds=sel.seeds, z=sel.z, w=sel.w, embeddings=sel.embeddings,
-                         latent_std=np.asarray(latent_std, np.float32))
-        save_directions(out / "directions.npz", directions, latent_std)
-        atomic_write_json(out / "selection.json", {
+        with open(out / "selection.npz", "wb") as f:
+            np.savez(f, seeds=sel.seeds, z=sel.z, w=sel.w, embeddings=sel.embeddings,
+                     latent_std=np.asarray(latent_std, np.float32))
+        save_directions(out / "directions.npz", directions, latent_std, atomic=False)
+        (out / "selection.json").write_text(canonical_json({
             "rows": sel.rows, "funnel": sel.funnel, "rejections": sel.rejections, "cells": sel.cells,
             "target_attributes": list(target.attributes), "first_seed": first, "similarity": sims,
             "directions": {n: {"kind": d.kind, "score": None if d.score != d.score else round(d.score, 4),
                                "scale": round(d.scale, 4), "samples": d.samples} for n, d in directions.items()},
-        })
+        }), encoding="utf-8")
 
     # ------------------------------------------------------------------------------------------ per identity
 
@@ -200,10 +216,13 @@ class IdentitiesStage(Stage):
             seeds, ws, anchors_emb, latent_std = z["seeds"], z["w"], z["embeddings"], z["latent_std"]
         directions = list(load_directions(sel_dir / "directions.npz", source.w_dim)[0].values())
         gate = QualityGate(float(idc.min_det_score), float(idc.min_face_size))
-        K = int(idc.variations) if source.editable else 0
-        if int(idc.variations) and not source.editable:
-            log.warning("identities: %s has no latent space to edit: anchors only (identity.variations ignored)",
-                        source.name)
+        # Variations: latent edits where the source has an editable latent space; otherwise the source's
+        # own re-noising (``render_variations``, e.g. SDEdit for diffusion models); otherwise none.
+        renoise = not source.editable and callable(getattr(source, "render_variations", None))
+        K = int(idc.variations) if source.editable or renoise else 0
+        if int(idc.variations) and not K:
+            log.warning("identities: %s has no latent space to edit and no render_variations: anchors only "
+                        "(identity.variations ignored)", source.name)
         edits = idc.edits
         strength = (float(edits.strength[0]), float(edits.strength[1]))
         for key in ctx.progress(keys, total=len(keys), desc="identities: rendering"):
@@ -220,10 +239,15 @@ class IdentitiesStage(Stage):
                 need = K - len(kept_edits)
                 if need <= 0:
                     break
-                cand, meta = propose_variations(ws[i], directions, latent_std, need * int(edits.attempts), strength,
-                                                float(edits.perturbation), rng, shrink=shrink)
-                attempts_made += len(cand)
-                images = source.render(cand)
+                count = need * int(edits.attempts)
+                if renoise:  # one noise seed per candidate, drawn from the identity's own generator
+                    noise_seeds = rng.integers(0, 2**32, size=count, dtype=np.uint64).tolist()
+                    images, meta = source.render_variations(ws[i], noise_seeds, shrink=shrink)
+                else:
+                    cand, meta = propose_variations(ws[i], directions, latent_std, count, strength,
+                                                    float(edits.perturbation), rng, shrink=shrink)
+                    images = source.render(cand)
+                attempts_made += count
                 records = analyzer.analyze_batch(list(images))
                 for img, faces, m in zip(images, records, meta):
                     if len(kept_edits) >= K or gate.check(faces) is not None:

@@ -1,10 +1,15 @@
 """Benchmark the identity funnel: identities/s and acceptance per funnel stage, vs a plain per-seed loop.
 
     .venv/bin/python scripts/bench/identities.py [--num 24] [--batch-size 32] [--device cpu]
+    .venv/bin/python scripts/bench/identities.py --diffusers tiny|FOLDER|HUB_ID [--steps 10] [--num 16]
 
 Both paths use the demo's models (DCGAN, YuNet at 160 px, SFace, age/gender) and the same gate and
 similarity threshold; the plain loop renders and analyses one seed at a time and compares each
 candidate to the kept identities one by one, as a first script would.
+
+``--diffusers`` instead times the diffusers identity source: batched rendering with one generator per
+sample (each seed's image independent of its batch) against the stock pipeline called one seed at a
+time (the plain way to get per-seed images). ``tiny`` builds a random 32x32 DDPM folder to run offline.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--diffusers", default=None, help="time the diffusers source on this model ('tiny': built here)")
+    ap.add_argument("--steps", type=int, default=10, help="sampling steps for --diffusers")
     args = ap.parse_args()
+    if args.diffusers:
+        bench_diffusers(args.diffusers, args.num, args.batch_size, args.steps, args.device)
+        return
 
     from gandiff.config import compose
     from gandiff.identity.demographics import parse_target
@@ -69,6 +79,47 @@ def main() -> None:
         print(f"{k:<16}{v:>7}{v / f['drawn']:>10.1%}{(v / prev if prev else 1):>13.1%}")
         prev = v
     print("rejections:", ", ".join(f"{k}={v}" for k, v in sorted(sel.rejections.items())))
+
+
+def bench_diffusers(model: str, num: int, batch_size: int, steps: int, device: str) -> None:
+    import tempfile
+
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
+
+    from gandiff.identity.diffusers_source import DiffusersSource
+
+    if model == "tiny":
+        torch.manual_seed(0)
+        model = tempfile.mkdtemp(prefix="tiny_ddpm_")
+        unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,
+                           block_out_channels=(32, 64), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                           up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+        DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(model)
+    src = DiffusersSource(model, scheduler=None, steps=steps, device=device, batch_size=batch_size)
+    pipe = DiffusionPipeline.from_pretrained(model).to(src.device)
+    pipe.set_progress_bar_config(disable=True)
+    seeds = list(range(num))
+
+    def plain(seeds: list[int]) -> list:
+        return [pipe(generator=torch.Generator().manual_seed(s), num_inference_steps=steps, output_type="np").images[0]
+                for s in seeds]
+
+    src.render(src.sample(seeds[:1]))  # warm-up
+    plain(seeds[:1])
+    t0 = time.perf_counter()
+    ours = src.render(src.sample(seeds))
+    fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = plain(seeds)
+    slow = time.perf_counter() - t0
+    diff = max(int(np.abs(o.astype(np.int16) - (r * 255).round().astype(np.int16)).max()) for o, r in zip(ours, ref))
+    print(f"diffusers source {model}: {num} images, {steps} steps, {src.resolution}px, device={src.device}, "
+          f"torch threads={torch.get_num_threads()}")
+    print(f"{'path':<40}{'seconds':>9}{'images/s':>10}")
+    print(f"{f'batched, per-sample generators (bs={batch_size})':<40}{fast:>9.2f}{num / fast:>10.2f}")
+    print(f"{'stock pipeline, one seed per call':<40}{slow:>9.2f}{num / slow:>10.2f}")
+    print(f"speed-up: {slow / fast:.2f}x; largest pixel difference between the two: {diff} (of 255)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ import pytest
 
 from gandiff.identity.demographics import QuotaTracker, TargetError, allocate, parse_target
 from gandiff.identity.distinct import DistinctSet, similarity_summary
-from gandiff.identity.edits import learn_direction, load_directions, propose_variations, save_directions, yaw_from_landmarks
+from gandiff.identity.edits import (
+    learn_direction,
+    load_directions,
+    propose_variations,
+    save_directions,
+    yaw_from_landmarks,
+)
 
 AG = ("gender", "age_bin")
 
@@ -37,7 +43,7 @@ def test_counts_joint_and_uniform_targets():
     ({"gender": {"fem": 1}}, "unknown gender value"),
     ({"height": "uniform"}, "unknown attribute 'height'"),
     ({"gender|age_bin": {"female": 1}}, "expected 2 values"),
-    (["gender"], "expected null, 'uniform' or a mapping"),
+    (["gender"], "expected null, 'uniform'"),
 ])
 def test_bad_targets_name_the_problem(spec, match):
     with pytest.raises(TargetError, match=match):
@@ -114,3 +120,21 @@ def test_yaw_proxy_sign():
     turned[2, 0] = 62
     y = yaw_from_landmarks(np.stack([frontal, turned]))
     assert y[0] == pytest.approx(0) and y[1] == pytest.approx(0.3)
+
+
+def test_string_targets_and_mapping_overrides_replace_them():
+    from gandiff.config import compose
+    from gandiff.schema import ConfigError
+
+    t = parse_target("gender*age_bin:20-29/30-39", 6, AG)
+    assert t == parse_target({"gender": "uniform", "age_bin": {"20-29": 1, "30-39": 1}}, 6, AG)
+    assert parse_target("gender", 4, AG).quotas == {("male",): 2, ("female",): 2}
+    # The shipped targets are strings, so a mapping on the command line replaces them instead of being
+    # merged into them by Hydra (age_bin alone here, no gender left over from the default).
+    assert compose(["logger=none"]).identity.target == "gender*age_bin:20-29/30-39"
+    cfg = compose(["identity.target={age_bin: {20-29: 1}}", "logger=none"])
+    assert dict(cfg.identity.target) == {"age_bin": {"20-29": 1}}
+    with pytest.raises(ConfigError, match="identity.target='gender\\*gender': attribute 'gender' appears twice"):
+        compose(["identity.target=gender*gender"])
+    with pytest.raises(ConfigError, match="unknown age_bin value"):
+        compose(["identity.target=age_bin:20-30"])

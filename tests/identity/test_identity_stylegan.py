@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from nvlabs_layout import EVIL_SRC, TINY_SG2, TINY_SG3_R, TINY_SG3_T, nvlabs_pickle_bytes, tiny_generator
 
 from gandiff.identity.filters import conv2d_resample, fir_filter, upfirdn2d
 from gandiff.identity.stylegan import StyleGANSource, generate_images, load_generator, save_generator
 from gandiff.identity.stylegan_pickle import UnsafePickleError, load_nvlabs_pickle
-
-from nvlabs_layout import EVIL_SRC, TINY_SG2, TINY_SG3_R, TINY_SG3_T, nvlabs_pickle_bytes, tiny_generator
 
 ARCHS = [("stylegan2", TINY_SG2), ("stylegan3", TINY_SG3_T), ("stylegan3", TINY_SG3_R)]
 IDS = ["sg2", "sg3-t", "sg3-r"]
