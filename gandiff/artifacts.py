@@ -14,13 +14,17 @@ import hashlib
 import io
 import json
 import os
+import platform
 import secrets
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 TMP_MARK = ".tmp-"
+# Temporaries carry the writer's host and pid, so a cleanup removes only those whose writer is gone.
+_HOST = hashlib.sha256(platform.node().encode()).hexdigest()[:8]
 
 
 # --------------------------------------------------------------------------------------------- atomic writes
@@ -35,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -100,16 +104,41 @@ def save_image(path: str | os.PathLike, image: Any, format: str | None = None) -
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def remove_stale_tmp(root: str | os.PathLike) -> int:
-    """Delete temporaries a killed process left behind under ``root``; returns how many."""
+def _writer_gone(tmp: Path, max_age_s: float) -> bool:
+    """True when the process that was writing ``tmp`` has ended (or, on another host, long ago)."""
+    try:
+        host, pid = tmp.name.split(TMP_MARK, 1)[1].split("-")[:2]
+        pid_n = int(pid)
+    except (IndexError, ValueError):
+        host, pid_n = "", -1
+    if host == _HOST and pid_n > 0:
+        try:
+            os.kill(pid_n, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            pass
+    # A live writer (or one on another host we cannot ask) holds a temporary for seconds, not an hour.
+    return time.time() - tmp.stat().st_mtime > max_age_s
+
+
+def remove_stale_tmp(root: str | os.PathLike, max_age_s: float = 3600.0) -> int:
+    """Delete temporaries that killed writers left under ``root``; returns how many.
+
+    Shards of one stage may run at once on a shared folder, so a temporary is removed only when its
+    writer (host + pid in its name) is gone, or, for other hosts' files, after ``max_age_s``.
+    """
     n = 0
     root = Path(root)
     if not root.exists():
         return 0
-    for p in root.rglob(f"*{TMP_MARK}*"):
-        if p.is_file() and p.name.startswith("."):
-            p.unlink(missing_ok=True)
-            n += 1
+    for p in root.rglob(f".*{TMP_MARK}*"):
+        try:
+            if p.is_file() and _writer_gone(p, max_age_s):
+                p.unlink(missing_ok=True)
+                n += 1
+        except FileNotFoundError:  # renamed into place by its writer meanwhile
+            pass
     return n
 
 

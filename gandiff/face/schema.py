@@ -12,6 +12,7 @@ from gandiff.schema import require, require_target
 class FaceConfig:
     detector: Any = None  # {_target_: ..., model_path: ...}; see conf/face/*.yaml
     embedder: Any = None  # {_target_: ..., model_path: ..., mean/std ...}
+    pack_dir: Any = None  # an insightface model-pack folder, for configs that take both models from one pack
     # Cosine similarity above which two faces are called the same identity (the embedder's own scale).
     match_threshold: float = 0.3
     batch_size: int = 32

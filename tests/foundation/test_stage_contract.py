@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import toy_stages
 
-from gandiff.artifacts import read_json, read_table
+from gandiff.artifacts import _HOST, TMP_MARK, read_json, read_table
 from gandiff.config import compose
 from gandiff.pipeline import StageError, run_stage, stage_dir
 
@@ -71,8 +71,15 @@ def test_half_written_item_is_redone_on_resume(tmp_path):
     (d / "stage.json").unlink()  # as if the run had been killed before the end
     png = d / "images" / "id_000005.png"
     png.write_bytes(png.read_bytes()[:-10] + b"0123456789")  # same size, other bytes: only SHA-256 sees it
-    (d / "images" / ".id_000009.tmp-123-abcd.png").write_bytes(b"partial")  # a temporary left by a kill
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # a temporary left by a killed writer, and one that a live writer (this process) is still writing
+    (d / "images" / f".id_000009{TMP_MARK}{_HOST}-{dead.pid}-abcd.png").write_bytes(b"partial")
+    live = d / "images" / f".id_000010{TMP_MARK}{_HOST}-{os.getpid()}-abcd.png"
+    live.write_bytes(b"in progress")
     assert run_stage(cfg, "toy_make")["status"] == "done"
+    assert live.exists()  # a concurrent shard's file in progress is left alone
+    live.unlink()
     assert tree(d) == before and stable(d / "stage.json") == rec
 
 
