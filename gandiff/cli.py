@@ -18,7 +18,8 @@ log = logging.getLogger("gandiff")
 EXAMPLES = {
     "identities": "gandiff identities identity.num=100 'identity.target={gender: {male: 0.5, female: 0.5}}'",
     "dreambooth": "gandiff dreambooth dreambooth.steps=800 dreambooth.identities_per_batch=16",
-    "generate": "gandiff generate generation.images_per_identity=64 prompts=neutral",
+    "generate": "gandiff generate generation.images_per_identity=64 prompts=neutral\n"
+                "              gandiff generate generation.replay=id_000003_0007   # re-render one image, same pixels",
     "curate": "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5",
     "export": "gandiff export 'export.formats=[recordio]'",
     "train": "gandiff train recognizer=iresnet50 trainer.max_epochs=20",
@@ -74,6 +75,8 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
     cfg.stage = command
     try:
         validate(cfg)
+        if command == "generate" and cfg.generation.replay:
+            return _replay(cfg)
         run_dir = OmegaConf.select(cfg, "paths.run_dir")
         with open_tracker(cfg.logger.kind, f"{run_dir}/tracking", name=f"{cfg.experiment_name}-{cfg.stage}",
                           project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
@@ -91,6 +94,19 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
     if results and all(r["status"] == "up-to-date" for r in results):
         log.info("everything is up to date: nothing to do")
     return {r["stage"]: r["status"] for r in results}
+
+
+def _replay(cfg: Any) -> dict[str, Any]:
+    """``gandiff generate generation.replay=<image_id>``: re-render one manifest row, compare pixels."""
+    import json
+
+    from gandiff.diffusion.generate_stage import replay
+
+    result = replay(cfg, cfg.generation.replay)
+    print(json.dumps(result, indent=1, default=str))
+    if not result["identical"]:
+        raise SystemExit(1)
+    return {"generate": "replayed"}
 
 
 def main(argv: list[str] | None = None) -> None:

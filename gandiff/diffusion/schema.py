@@ -5,67 +5,184 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gandiff.schema import require, require_choice
+from gandiff.schema import require, require_choice, require_range
+
+DTYPES = ("float32", "float16", "bfloat16")
+SCHEDULERS = ("ddim", "pndm", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc")
 
 
 @dataclass
 class DreamBoothConfig:
-    base: str = ""  # diffusers folder or hub id of the base model
-    mode: str = "lora"  # lora | full
+    # A diffusers folder, a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5) or builtin:tiny-sd (built on first
+    # use under ${paths.root}/models; random weights, for tests and the CPU demo).
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    mode: str = "lora"  # lora: one adapter per identity, many identities per batch | full: UNet fine-tune
     rank: int = 4
+    lora_alpha: float | None = None  # None: = rank (scale 1, the diffusers convention)
+    train_text_encoder: bool = False  # lora: LoRA on CLIP's attention too | full: fine-tune it too
     steps: int = 800
     learning_rate: float = 1e-4
-    identities_per_batch: int = 8
+    lr_scheduler: str = "constant"  # constant | linear | cosine (after lr_warmup_steps of linear warm-up)
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0  # per identity (adapters are clipped one by one, so identities never mix)
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
+    gradient_checkpointing: bool = False
+    identities_per_batch: int = 8  # lora only; full fine-tunes train one identity at a time
     instance_token: str = "sks"
     class_noun: str = "person"
-    prior_weight: float = 1.0
-    num_class_images: int = 200
+    # Demographic class nouns: the identity's `gender` label -> noun ({male: man, female: woman});
+    # an identity whose label is missing or not listed gets class_noun.
+    class_nouns: dict[str, str] = field(default_factory=dict)
+    instance_prompt: str = "a photo of {token} {noun}"
+    class_prompt: str = "a photo of a {noun}"
+    prior_weight: float = 1.0  # 0 turns prior preservation off
+    num_class_images: int = 200  # per class prompt, generated once and shared by all identities
+    class_image_steps: int = 30
+    class_image_guidance: float = 7.5
+    class_batch_size: int = 8
+    flip: float = 0.5  # probability of a horizontal flip of each training image
     resolution: int = 512
+    validation_images: int = 0  # per identity, rendered with the instance prompt after training
     dtype: str = "float32"
     device: str = "auto"
 
     def __post_init__(self) -> None:
         require_choice("dreambooth.mode", self.mode, ("lora", "full"))
         require(self.rank >= 1, "dreambooth.rank", self.rank, "must be >= 1")
+        require(
+            self.lora_alpha is None or self.lora_alpha > 0,
+            "dreambooth.lora_alpha",
+            self.lora_alpha,
+            "must be > 0 or null (= rank)",
+        )
         require(self.steps >= 1, "dreambooth.steps", self.steps, "must be >= 1")
         require(self.learning_rate > 0, "dreambooth.learning_rate", self.learning_rate, "must be > 0")
-        require(self.identities_per_batch >= 1, "dreambooth.identities_per_batch", self.identities_per_batch,
-                "must be >= 1")
+        require_choice("dreambooth.lr_scheduler", self.lr_scheduler, ("constant", "linear", "cosine"))
+        require(self.lr_warmup_steps >= 0, "dreambooth.lr_warmup_steps", self.lr_warmup_steps, "must be >= 0")
+        require(self.weight_decay >= 0, "dreambooth.weight_decay", self.weight_decay, "must be >= 0")
+        require(
+            self.max_grad_norm >= 0, "dreambooth.max_grad_norm", self.max_grad_norm, "must be >= 0 (0: off)"
+        )
+        require_choice("dreambooth.optimizer", self.optimizer, ("adamw", "adamw8bit"))
+        require(
+            self.identities_per_batch >= 1,
+            "dreambooth.identities_per_batch",
+            self.identities_per_batch,
+            "must be >= 1",
+        )
+        require(
+            bool(self.instance_token.strip()),
+            "dreambooth.instance_token",
+            self.instance_token,
+            "must be a non-empty rare token, e.g. sks",
+        )
+        require(
+            "{token}" in self.instance_prompt,
+            "dreambooth.instance_prompt",
+            self.instance_prompt,
+            "must contain {token}",
+        )
+        require(
+            "{token}" not in self.class_prompt,
+            "dreambooth.class_prompt",
+            self.class_prompt,
+            "must not contain {token} (the class prompt describes the class, not the identity)",
+        )
         require(self.prior_weight >= 0, "dreambooth.prior_weight", self.prior_weight, "must be >= 0")
-        require(self.num_class_images >= 0, "dreambooth.num_class_images", self.num_class_images, "must be >= 0")
-        require(self.resolution >= 8 and self.resolution % 8 == 0, "dreambooth.resolution", self.resolution,
-                "must be a positive multiple of 8")
-        require_choice("dreambooth.dtype", self.dtype, ("float32", "float16", "bfloat16"))
+        require(
+            self.num_class_images >= 0, "dreambooth.num_class_images", self.num_class_images, "must be >= 0"
+        )
+        require(
+            self.prior_weight == 0 or self.num_class_images >= 1,
+            "dreambooth.num_class_images",
+            self.num_class_images,
+            "must be >= 1 when prior_weight > 0 (prior preservation needs class images)",
+        )
+        require(
+            self.class_image_steps >= 1,
+            "dreambooth.class_image_steps",
+            self.class_image_steps,
+            "must be >= 1",
+        )
+        require(
+            self.class_batch_size >= 1, "dreambooth.class_batch_size", self.class_batch_size, "must be >= 1"
+        )
+        require_range("dreambooth.flip", self.flip, 0.0, 1.0)
+        require(
+            self.resolution >= 8 and self.resolution % 8 == 0,
+            "dreambooth.resolution",
+            self.resolution,
+            "must be a positive multiple of 8",
+        )
+        require(
+            self.validation_images >= 0,
+            "dreambooth.validation_images",
+            self.validation_images,
+            "must be >= 0",
+        )
+        require_choice("dreambooth.dtype", self.dtype, DTYPES)
 
 
 @dataclass
 class PromptsConfig:
     template: str = "a photo of {token} {noun}, {choices}"
     negative: str = ""
-    # family name -> {weight: float, options: [str, ...]}; see conf/prompts/*.yaml
+    # family name -> {weight: float in [0, 1], options: [str, ...]}; see conf/prompts/*.yaml
     families: dict[str, Any] = field(default_factory=dict)
+    mode: str = "sample"  # sample: random draws per image | product: every combination of product_families
+    product_families: list[str] = field(default_factory=list)  # empty: all families
 
     def __post_init__(self) -> None:
         require("{token}" in self.template, "prompts.template", self.template, "must contain {token}")
+        require_choice("prompts.mode", self.mode, ("sample", "product"))
+        from gandiff.diffusion.prompts import parse_families
+        from gandiff.schema import ConfigError
+
+        try:
+            names = [f.name for f in parse_families(self.families)]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        unknown = [n for n in self.product_families if n not in names]
+        require(not unknown, "prompts.product_families", self.product_families, f"{unknown} not in {names}")
 
 
 @dataclass
 class GenerationConfig:
     images_per_identity: int = 50
     steps: int = 30
-    guidance: float = 7.5
+    guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns it off (half the UNet work)
     scheduler: str = "ddim"
     resolution: int = 512
-    batch_size: int = 8
+    batch_size: int = 8  # images per UNet batch, mixed across identities
+    identities_per_group: int = 16  # a unit of work: resumed whole, so its batches are always the same
     dtype: str = "float32"
     device: str = "auto"
+    # An image_id from images.parquet: re-render it (with the batch it was made in) next to the original
+    # and report whether the pixels match; the stage makes nothing else.
+    replay: str | None = None
 
     def __post_init__(self) -> None:
-        require(self.images_per_identity >= 1, "generation.images_per_identity", self.images_per_identity,
-                "must be >= 1")
+        require(
+            self.images_per_identity >= 1,
+            "generation.images_per_identity",
+            self.images_per_identity,
+            "must be >= 1",
+        )
         require(self.steps >= 1, "generation.steps", self.steps, "must be >= 1")
         require(self.guidance >= 0, "generation.guidance", self.guidance, "must be >= 0")
+        require_choice("generation.scheduler", self.scheduler, SCHEDULERS)
         require(self.batch_size >= 1, "generation.batch_size", self.batch_size, "must be >= 1")
-        require(self.resolution >= 8 and self.resolution % 8 == 0, "generation.resolution", self.resolution,
-                "must be a positive multiple of 8")
-        require_choice("generation.dtype", self.dtype, ("float32", "float16", "bfloat16"))
+        require(
+            self.identities_per_group >= 1,
+            "generation.identities_per_group",
+            self.identities_per_group,
+            "must be >= 1",
+        )
+        require(
+            self.resolution >= 8 and self.resolution % 8 == 0,
+            "generation.resolution",
+            self.resolution,
+            "must be a positive multiple of 8",
+        )
+        require_choice("generation.dtype", self.dtype, DTYPES)

@@ -1,0 +1,519 @@
+"""DreamBooth (Ruiz et al., CVPR 2023) for many identities at once: LoRA per identity, or a full fine-tune.
+
+DreamBooth binds a rare token to a subject by fine-tuning on a few of its images with the prompt
+"a photo of sks person", and keeps the class prior with *prior preservation*: images the base model
+itself generated from "a photo of a person" are trained on at the same time, so that
+
+    loss = || eps - eps_theta(z_t, t, c_instance) ||^2 + prior_weight * || eps - eps_theta(z'_t, t', c_class) ||^2
+
+(Ruiz et al. eq. 2; diffusers' ``train_dreambooth_lora.py`` computes it the same way on a batch made
+of instance and class halves). GANDiffFace trains one such model per GAN identity.
+
+Here K identities share one batch: sample n goes through its identity's LoRA adapter
+(:mod:`gandiff.diffusion.multi_lora`), and the loss is the *sum* over identities of each identity's own
+DreamBooth loss, so each adapter gets exactly the gradient it would get if trained alone. Class images
+are generated once per class prompt and shared by all identities; VAE latents (of both the image and
+its mirror, for flip augmentation) and text embeddings are computed once per process.
+
+Every random draw of a training step (instance image, flip, latent sample, noise, timestep, class image)
+comes from a generator seeded by (identity seed, step), on the CPU: an identity's training samples do
+not depend on which identities share its batch, on the device, or on a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gandiff.diffusion.components import Components
+from gandiff.diffusion.multi_lora import TEXT_TARGETS, UNET_TARGETS, MultiLoRA
+from gandiff.diffusion.prompts import item_seed
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------- caches
+
+
+def load_image_tensor(path: str | Path, resolution: int) -> torch.Tensor:
+    """An RGB image as SD expects it: centre square crop, resized to ``resolution``, in [-1, 1]. (3, H, W)."""
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from e
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if s != resolution:
+        img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
+    return x / 127.5 - 1.0
+
+
+@torch.no_grad()
+def encode_latents(
+    comps: Components, images: torch.Tensor, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior of each image and of its mirror image: mean and std, (N, 2, C, h, w) each, float32 CPU.
+
+    The posterior (not one sample of it) is cached, and each step samples from it, as diffusers'
+    ``--cache_latents`` does; both orientations are encoded because flipping a latent is not the same
+    as encoding the flipped image.
+    """
+    both = torch.stack([images, images.flip(-1)], 1).flatten(0, 1)  # (2N, 3, H, W)
+    means, stds = [], []
+    for chunk in both.split(batch_size):
+        dist = comps.vae.encode(chunk.to(comps.device, comps.vae.dtype)).latent_dist
+        means.append(dist.mean.float().cpu())
+        stds.append(dist.std.float().cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    return mean.unflatten(0, (-1, 2)), std.unflatten(0, (-1, 2))
+
+
+@dataclasses.dataclass
+class IdentityData:
+    """What one identity trains on. Latents are VAE posteriors (N, 2, C, h, w): [image, mirrored image]."""
+
+    id: str
+    seed: int
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    prompt: str  # the instance prompt, e.g. "a photo of sks woman"
+    class_key: str  # which ClassData holds its prior images ("" without prior preservation)
+
+
+@dataclasses.dataclass
+class ClassData:
+    """The shared prior-preservation images of one class prompt, as VAE posteriors (M, 2, C, h, w)."""
+
+    prompt: str
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``s`` is the whole batch of training step ``s``: for each identity, one instance sample and
+    (with prior preservation) one class sample, laid out ``[instance_0..K-1, prior_0..K-1]``.
+
+    Tensors are built on the CPU from per-(identity, step) generators; text conditioning is the
+    cached embedding (frozen text encoder) or the token ids (text encoder trained).
+    """
+
+    def __init__(
+        self,
+        identities: Sequence[IdentityData],
+        classes: dict[str, ClassData],
+        steps: int,
+        flip: float,
+        prior_weight: float,
+        scaling_factor: float,
+        num_train_timesteps: int,
+        text: dict[str, torch.Tensor],
+    ):
+        self.ids = list(identities)
+        self.classes = classes
+        self.steps = steps
+        self.flip = flip
+        self.prior = prior_weight > 0
+        self.prior_weight = prior_weight
+        self.scale = scaling_factor
+        self.T = num_train_timesteps
+        self.text = text  # prompt -> (77, D) embedding or (77,) token ids
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _draw(self, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        j = int(torch.randint(mean.shape[0], (1,), generator=g))
+        f = int(torch.rand((), generator=g) < self.flip)
+        z = (mean[j, f] + std[j, f] * torch.randn(mean.shape[2:], generator=g)) * self.scale  # (C, h, w)
+        noise = torch.randn(z.shape, generator=g)
+        t = torch.randint(self.T, (), generator=g)
+        return z, noise, t
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        inst, prior = [], []
+        for d in self.ids:
+            g = torch.Generator().manual_seed(item_seed(d.seed, step))
+            inst.append((*self._draw(d.latent_mean, d.latent_std, g), self.text[d.prompt]))
+            if self.prior:
+                c = self.classes[d.class_key]
+                prior.append((*self._draw(c.latent_mean, c.latent_std, g), self.text[c.prompt]))
+        k = len(self.ids)
+        rows = inst + prior
+        weights = [1.0] * k + [self.prior_weight] * len(prior)
+        return {
+            "latents": torch.stack([r[0] for r in rows]),  # (N, C, h, w), N = K or 2K
+            "noise": torch.stack([r[1] for r in rows]),
+            "timesteps": torch.stack([r[2] for r in rows]).long(),  # (N,)
+            "text": torch.stack([r[3] for r in rows]),  # (N, 77, D) or (N, 77)
+            "weights": torch.tensor(weights),  # (N,): 1 for instance samples, prior_weight for class samples
+        }
+
+
+# --------------------------------------------------------------------------------------------- loss
+
+
+def dreambooth_loss(
+    unet: torch.nn.Module,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+    batch: dict[str, torch.Tensor],
+    num_identities: int,
+    unet_lora: MultiLoRA | None = None,
+    text_encoder: torch.nn.Module | None = None,
+    text_lora: MultiLoRA | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed DreamBooth loss of K identities, and each identity's own loss (K,).
+
+    Each identity's loss is its instance MSE plus prior_weight times its prior MSE (means over its own
+    samples), so the sum's gradient with respect to adapter k is exactly identity k's gradient alone.
+    """
+    z0, noise, t = batch["latents"], batch["noise"], batch["timesteps"]  # (N, C, h, w), same, (N,)
+    w = batch["weights"]
+    a = alphas_cumprod.to(z0.device)[t].float()[:, None, None, None]
+    zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # forward diffusion q(z_t | z_0) (DDPM add_noise)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":  # SD 2.x 768: v = sqrt(a) eps - sqrt(1-a) z0
+        target = a.sqrt() * noise - (1 - a).sqrt() * z0
+    else:
+        raise ValueError(f"scheduler prediction_type={prediction_type!r}: expected epsilon or v_prediction")
+    # Routing: sample n -> adapter route[n], from StepBatches' layout [instance_0..K-1, prior_0..K-1].
+    # Built on the CPU: reading an index back from the device would sync every step.
+    route = torch.arange(num_identities).repeat(z0.shape[0] // num_identities)  # (N,)
+    if text_lora is not None:
+        text_lora.set_index(route)
+    cond = text_encoder(batch["text"])[0] if batch["text"].dtype == torch.long else batch["text"]
+    if unet_lora is not None:
+        unet_lora.set_index(route)
+    dt = next(unet.parameters()).dtype
+    pred = unet(zt.to(dt), t, cond.to(dt)).sample
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (N,)
+    # Each identity has exactly one instance sample (weight 1) and one class sample (weight prior_weight)
+    # per step, so its DreamBooth loss is the weighted sum of its own samples' MSEs.
+    idx = route.to(per_sample.device, non_blocking=True)
+    per_identity = torch.zeros(num_identities, device=idx.device).index_add_(0, idx, per_sample * w)  # (K,)
+    return per_identity.sum(), per_identity.detach()
+
+
+def clip_grad_norm_per_adapter(params: Sequence[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip each adapter's gradient (slice k of every stacked (K, ...) parameter) to ``max_norm`` on its own.
+
+    Clipping the global norm would let one identity's large gradient shrink every other identity's
+    step; per-adapter clipping is what each identity would get if trained alone. Returns norms (K,).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.flatten(1).float().pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.dtype).view(-1, *([1] * (g.ndim - 1))))
+    return norms
+
+
+# --------------------------------------------------------------------------------------------- module
+
+
+class DreamBoothModule(L.LightningModule):
+    """DreamBooth over a group of identities: multi-identity LoRA (``unet_lora`` set) or a full fine-tune.
+
+    The networks are injected (already on their device, adapters attached); the module only owns the
+    loss, the optimizer and the schedule. ``losses`` collects each step's per-identity loss (K,).
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        alphas_cumprod: torch.Tensor,
+        prediction_type: str,
+        num_identities: int,
+        trainable: Sequence[torch.nn.Parameter],
+        unet_lora: MultiLoRA | None = None,
+        text_encoder: torch.nn.Module | None = None,
+        text_lora: MultiLoRA | None = None,
+        learning_rate: float = 1e-4,
+        lr_scheduler: str = "constant",
+        lr_warmup_steps: int = 0,
+        max_steps: int = 800,
+        weight_decay: float = 1e-2,
+        max_grad_norm: float = 1.0,
+        optimizer: str = "adamw",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+        self.prediction_type = prediction_type
+        self.num_identities = num_identities
+        self.trainable = list(trainable)
+        self.unet_lora, self.text_lora = unet_lora, text_lora
+        self.lr, self.lr_scheduler, self.warmup, self.max_steps = (
+            learning_rate,
+            lr_scheduler,
+            lr_warmup_steps,
+            max_steps,
+        )
+        self.weight_decay, self.max_grad_norm, self.optimizer_name = weight_decay, max_grad_norm, optimizer
+        self.losses: list[torch.Tensor] = []
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, per_identity = dreambooth_loss(
+            self.unet,
+            self.alphas_cumprod,
+            self.prediction_type,
+            batch,
+            self.num_identities,
+            self.unet_lora,
+            self.text_encoder,
+            self.text_lora,
+        )
+        self.losses.append(per_identity)  # kept on device: no sync per step
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.optimizer_name == "adamw8bit":
+            try:
+                import bitsandbytes as bnb
+            except ImportError as e:
+                raise ImportError(
+                    "dreambooth.optimizer=adamw8bit needs bitsandbytes (pip install 'gandiff[gpu]')"
+                ) from e
+            opt = bnb.optim.AdamW8bit(self.trainable, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            # AdamW is elementwise: adapter k's slice of a stacked parameter updates as if alone.
+            opt = torch.optim.AdamW(
+                self.trainable, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=self.weight_decay
+            )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(self.lr_scheduler, self.warmup, self.max_steps)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        if self.max_grad_norm <= 0:
+            return
+        if self.unet_lora is None:  # full fine-tune: one identity, the ordinary global norm
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        else:
+            clip_grad_norm_per_adapter(self.trainable, self.max_grad_norm)
+
+    def loss_curve(self) -> np.ndarray:
+        """(steps, K) per-identity losses."""
+        return (
+            torch.stack(self.losses).float().cpu().numpy()
+            if self.losses
+            else np.zeros((0, self.num_identities))
+        )
+
+
+def lr_lambda(kind: str, warmup: int, total: int) -> Any:
+    """Linear warm-up, then constant / linear decay to 0 / cosine decay to 0 (diffusers' get_scheduler shapes)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """Plain values from ``dreambooth.*`` (see gandiff/diffusion/schema.py)."""
+
+    mode: str = "lora"
+    rank: int = 4
+    lora_alpha: float | None = None
+    train_text_encoder: bool = False
+    steps: int = 800
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"
+    gradient_checkpointing: bool = False
+    prior_weight: float = 1.0
+    flip: float = 0.5
+
+
+@dataclasses.dataclass
+class GroupResult:
+    losses: np.ndarray  # (steps, K)
+    unet_lora: MultiLoRA | None  # still attached: save the adapters, then detach
+    text_lora: MultiLoRA | None
+    full_state: dict[str, dict[str, torch.Tensor]] | None  # full fine-tune of one identity: module -> weights
+
+
+def _precision(comps: Components) -> str:
+    if comps.device.type != "cuda" or comps.dtype == torch.float32:
+        return "32-true"
+    return "bf16-mixed" if comps.dtype == torch.bfloat16 else "16-mixed"
+
+
+def train_group(
+    comps: Components,
+    identities: Sequence[IdentityData],
+    classes: dict[str, ClassData],
+    settings: TrainSettings,
+    text_encoder_trained: bool,
+) -> GroupResult:
+    """Train one group of identities (LoRA: any K; full: K = 1) with a Lightning Trainer.
+
+    In LoRA mode the adapters stay attached on return (the caller saves them and calls ``detach``).
+    In full mode the trained weights are returned and the base weights restored.
+    """
+    s = settings
+    k = len(identities)
+    if s.mode == "full" and k != 1:
+        raise ValueError(f"full fine-tune trains one identity at a time, got {k}")
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config(comps.scheduler_config)
+    # Text conditioning per prompt: cached embeddings, or token ids when the text encoder trains.
+    prompts = sorted(
+        {d.prompt for d in identities}
+        | ({classes[d.class_key].prompt for d in identities} if s.prior_weight > 0 else set())
+    )
+    if text_encoder_trained:
+        ids = comps.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=comps.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        text = dict(zip(prompts, ids))
+    else:
+        text = dict(zip(prompts, comps.encode_text(prompts).float().cpu()))
+    data = StepBatches(
+        identities,
+        classes,
+        s.steps,
+        s.flip,
+        s.prior_weight,
+        comps.vae.config.scaling_factor,
+        noise_sched.config.num_train_timesteps,
+        text,
+    )
+
+    unet_lora = text_lora = None
+    backup: dict[str, dict[str, torch.Tensor]] = {}
+    if s.mode == "lora":
+        unet_lora = MultiLoRA(comps.unet, k, s.rank, s.lora_alpha, UNET_TARGETS)
+        if text_encoder_trained:
+            text_lora = MultiLoRA(comps.text_encoder, k, s.rank, s.lora_alpha, TEXT_TARGETS)
+        for i, d in enumerate(identities):
+            unet_lora.reset_adapter(i, d.seed)
+            if text_lora:
+                text_lora.reset_adapter(i, d.seed + 1)
+        trainable = unet_lora.parameters() + (text_lora.parameters() if text_lora else [])
+    else:
+        mods = {"unet": comps.unet, **({"text_encoder": comps.text_encoder} if text_encoder_trained else {})}
+        backup = {
+            n: {p: v.detach().to("cpu", copy=True) for p, v in m.state_dict().items()}
+            for n, m in mods.items()
+        }
+        trainable = []
+        for m in mods.values():
+            # fp32 master weights: AdamW steps of ~1e-6 vanish in bf16 weights (mixed precision autocasts).
+            m.float().requires_grad_(True)
+            trainable += list(m.parameters())
+    module = DreamBoothModule(
+        comps.unet,
+        noise_sched.alphas_cumprod,
+        noise_sched.config.prediction_type,
+        k,
+        trainable,
+        unet_lora,
+        comps.text_encoder if text_encoder_trained else None,
+        text_lora,
+        s.learning_rate,
+        s.lr_scheduler,
+        s.lr_warmup_steps,
+        s.steps,
+        s.weight_decay,
+        s.max_grad_norm,
+        s.optimizer,
+        s.gradient_checkpointing,
+    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(
+        logging.WARNING
+    )  # one Trainer per group
+    trainer = L.Trainer(
+        accelerator="gpu" if comps.device.type == "cuda" else "cpu",
+        devices=[comps.device.index or 0] if comps.device.type == "cuda" else 1,
+        precision=_precision(comps),
+        max_steps=s.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=0)
+    comps.unet.train()  # as diffusers' script; SD has no dropout in the adapted layers, so no randomness
+    if text_encoder_trained:
+        comps.text_encoder.train()
+    try:
+        trainer.fit(module, loader)
+        losses = module.loss_curve()
+        if not np.isfinite(losses).all():
+            raise FloatingPointError(
+                f"DreamBooth loss became NaN/inf for {[d.id for d in identities]}: lower "
+                "dreambooth.learning_rate or use dtype=bfloat16 instead of float16"
+            )
+    except BaseException:
+        # The modules are cached for the process: leave them as the base model, whatever happened.
+        for lora in (unet_lora, text_lora):
+            if lora is not None:
+                lora.detach()
+        for n, state in backup.items():
+            m = comps.unet if n == "unet" else comps.text_encoder
+            m.to(comps.dtype).requires_grad_(False)
+            m.load_state_dict(state)
+        raise
+    finally:
+        if s.gradient_checkpointing:
+            comps.unet.disable_gradient_checkpointing()
+        comps.unet.eval()
+        comps.text_encoder.eval()
+    full_state = None
+    if s.mode == "full":
+        full_state = {}
+        for n, m in (("unet", comps.unet), ("text_encoder", comps.text_encoder)):
+            if n in backup:
+                full_state[n] = {p: v.detach().to("cpu", copy=True) for p, v in m.state_dict().items()}
+                m.to(comps.dtype).requires_grad_(False)
+                m.load_state_dict(backup[n])
+    return GroupResult(losses, unet_lora, text_lora, full_state)
+
+
+def final_loss(curve: np.ndarray) -> float:
+    """The loss a curve ends at: the mean over its last 10% of steps (one step's loss is very noisy)."""
+    n = max(1, len(curve) // 10)
+    return float(np.mean(curve[-n:]))

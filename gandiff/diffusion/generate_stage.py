@@ -1,0 +1,297 @@
+"""The ``generate`` stage: prompted variations of every identity, reproducible image by image.
+
+Reads ``dreambooth/adapters.parquet`` (each identity's adapter, token and class noun). Writes:
+
+    images/<id>/<image_id>.png      image_id = <id>_<nnnn>
+    images.parquet                  one row per image: image_id, id, prompt, negative_prompt, one
+                                    ``choice_<family>`` column per prompt family ("" = left out), seed,
+                                    scheduler, steps, guidance, resolution, dtype, adapter_sha256, path,
+                                    batch and position (which batch made it, where in that batch)
+
+Work goes in groups of ``identities_per_group`` identities (fixed chunks of this shard's list); a
+group's images are rendered in batches of ``batch_size`` that mix its identities, each sample through
+its own adapter. A group with any missing or damaged image is rendered again whole, so a resumed run
+makes exactly the batches an uninterrupted run makes.
+
+Replay: ``replay(cfg, image_id)`` renders an image's batch again and compares pixels with the file.
+The CLI routes ``gandiff generate generation.replay=<image_id>`` there (the key is in ignore_keys: it
+does not change what the stage makes).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gandiff.artifacts import read_table, save_image, select_shard, write_table
+from gandiff.pipeline import Stage, StageContext, StageError
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def plan_identity(
+    adapter_row: dict[str, Any], prompts_cfg: dict[str, Any], count: int, seed: int
+) -> list[Any]:
+    """The PromptSpecs of one identity's images (deterministic in run seed, identity id and image number)."""
+    from gandiff.diffusion.prompts import parse_families, sample_prompts
+
+    return sample_prompts(
+        prompts_cfg["template"],
+        prompts_cfg["negative"],
+        parse_families(prompts_cfg["families"]),
+        token=adapter_row["token"],
+        noun=adapter_row["noun"],
+        count=count,
+        seed=seed,
+        identity=adapter_row["id"],
+        mode=prompts_cfg.get("mode", "sample"),
+        product_families=prompts_cfg.get("product_families", ()),
+    )
+
+
+def plan_group(
+    group: list[str],
+    adapters: dict[str, dict[str, Any]],
+    prompts_cfg: dict[str, Any],
+    count: int,
+    seed: int,
+    batch_size: int,
+    group_name: str,
+) -> list[list[dict[str, Any]]]:
+    """A group's images as batches: identity-major order, cut every ``batch_size`` images.
+
+    Each image is a manifest row plus ``_slot`` (its adapter's slot: the identity's place in the group).
+    """
+    rows = []
+    for slot, key in enumerate(group):
+        for p in plan_identity(adapters[key], prompts_cfg, count, seed):
+            image_id = f"{key}_{p.index:04d}"
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "id": key,
+                    "prompt": p.prompt,
+                    "negative_prompt": p.negative,
+                    **{f"choice_{name}": value for name, value in p.choices.items()},
+                    "seed": p.seed,
+                    "path": f"images/{key}/{image_id}.png",
+                    "_slot": slot,
+                }
+            )
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    for b, batch in enumerate(batches):
+        for pos, r in enumerate(batch):
+            r["batch"], r["position"] = f"{group_name}-b{b:04d}", pos
+    return batches
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    upstream = ("dreambooth", "identities")
+    config_keys = ("prompts", "generation")
+    # generation.replay makes nothing new. batch_size and identities_per_group are NOT here: they decide
+    # which images share a batch, and batched float math rounds differently (off-by-one pixel values).
+    ignore_keys = ("generation.replay",)
+    verify = "size"  # thousands of PNGs: re-hash them on resume only when asked (size catches truncation)
+
+    def items(self, ctx: StageContext) -> list[str]:
+        return [r["id"] for r in read_table(ctx.input_dir("dreambooth") / "adapters.parquet")]
+
+    def process(self, ctx: StageContext, keys: list[str]) -> None:
+        g = ctx.cfg.generation
+        adapters = {r["id"]: r for r in read_table(ctx.input_dir("dreambooth") / "adapters.parquet")}
+        mine = select_shard(list(adapters), ctx.shard_index, ctx.shard_count)
+        # A full fine-tune replaces the base weights: its identities render one at a time.
+        size = 1 if any(a["mode"] == "full" for a in adapters.values()) else int(g.identities_per_group)
+        groups = [(i, mine[i : i + size]) for i in range(0, len(mine), size)]
+        pending = set(keys)
+        todo = [(i, grp) for i, grp in groups if pending & set(grp)]
+        renderer = GroupRenderer(ctx.cfg, ctx.input_dir("dreambooth"))
+        shard = f"s{ctx.shard_index}of{ctx.shard_count}"
+        for i, group in ctx.progress(todo, total=len(todo), desc="generate (groups)"):
+            batches = plan_group(
+                group,
+                adapters,
+                _plain(ctx.cfg.prompts),
+                int(g.images_per_identity),
+                int(ctx.cfg.seed),
+                int(g.batch_size),
+                f"{shard}-g{i // size:05d}",
+            )
+            per_id: dict[str, list[dict[str, Any]]] = {k: [] for k in group}
+            left = {k: int(g.images_per_identity) for k in group}
+            with renderer.adapters(group, adapters) as loras:
+                for batch in batches:
+                    for r, img in zip(batch, renderer.render(batch, loras)):
+                        save_image(ctx.dir / r["path"], img)
+                        per_id[r["id"]].append(renderer.row(r, adapters[r["id"]]))
+                        left[r["id"]] -= 1
+                        if left[r["id"]] == 0:  # all of this identity's images are on disk
+                            rows = per_id[r["id"]]
+                            ctx.items.put(r["id"], {"id": r["id"], "images": rows}, [x["path"] for x in rows])
+
+    def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
+        rows = [img for r in ctx.items.rows(keys) for img in r["images"]]
+        write_table(ctx.dir / "images.parquet", rows)
+        counts: dict[str, Any] = {"images": len(rows), "identities": len(keys)}
+        for col in sorted(c for c in (rows[0] if rows else {}) if c.startswith("choice_")):
+            counts[f"{col}_share"] = round(sum(1 for r in rows if r[col]) / len(rows), 4)
+        return counts
+
+
+class GroupRenderer:
+    """Loads the base once, attaches a group's adapters, renders manifest rows. Shared by stage and replay."""
+
+    def __init__(self, cfg: Any, dreambooth_dir: Path):
+        from gandiff.diffusion.components import resolve_device, resolve_dtype
+        from gandiff.diffusion.dreambooth_stage import open_base
+
+        g, d = cfg.generation, cfg.dreambooth
+        self.dreambooth_dir = dreambooth_dir
+        self.comps = open_base(d.base, g.dtype, g.device, cfg.paths.root)
+        self.scheduler, self.steps, self.guidance = g.scheduler, int(g.steps), float(g.guidance)
+        self.resolution = int(g.resolution)
+        self.dtype = str(resolve_dtype(g.dtype, resolve_device(g.device))).removeprefix("torch.")
+        if self.resolution % self.comps.vae_scale_factor:
+            raise StageError(
+                f"generation.resolution={self.resolution}: must be a multiple of the VAE factor "
+                f"{self.comps.vae_scale_factor}"
+            )
+
+    def adapters(self, group: list[str], adapters: dict[str, dict[str, Any]]) -> Any:
+        """Context: the group's LoRA adapters attached (slot i = group[i]), or, for a full fine-tune
+        (one identity per group), its trained weights loaded in place of the base weights."""
+        import contextlib
+
+        from gandiff.diffusion.generate import attach_adapters
+
+        modes = {adapters[k]["mode"] for k in group}
+        if len(modes) != 1 or (modes == {"full"} and len(group) != 1):
+            raise StageError(f"generate: group {group} mixes DreamBooth modes {sorted(modes)}")
+
+        @contextlib.contextmanager
+        def lora() -> Any:
+            files = [str(self.dreambooth_dir / adapters[k]["path"]) for k in group]
+            unet_lora, text_lora = attach_adapters(self.comps, files)
+            try:
+                yield unet_lora, text_lora
+            finally:
+                for m in (unet_lora, text_lora):
+                    if m is not None:
+                        m.detach()
+
+        @contextlib.contextmanager
+        def full() -> Any:
+            from safetensors.torch import load_file
+
+            folder = (self.dreambooth_dir / adapters[group[0]]["path"]).parent
+            mods = {"unet": self.comps.unet, "text_encoder": self.comps.text_encoder}
+            backup = {}
+            try:
+                for name, module in mods.items():
+                    if (folder / f"{name}.safetensors").exists():
+                        backup[name] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
+                yield None, None
+            finally:
+                for name, state in backup.items():
+                    mods[name].load_state_dict(state)
+
+        return full() if modes == {"full"} else lora()
+
+    def render(self, batch: list[dict[str, Any]], loras: tuple[Any, Any]) -> list[Any]:
+        from gandiff.diffusion.generate import RenderSpec, render_batch
+
+        slot = (lambda r: int(r["_slot"])) if loras[0] is not None else (lambda r: -1)  # full: no adapters
+        specs = [RenderSpec(r["prompt"], r["negative_prompt"], int(r["seed"]), slot(r)) for r in batch]
+        return render_batch(
+            self.comps, specs, self.scheduler, self.steps, self.guidance, self.resolution, *loras
+        )
+
+    def row(self, r: dict[str, Any], adapter: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in r.items() if not k.startswith("_")}
+        out.update(
+            scheduler=self.scheduler,
+            steps=self.steps,
+            guidance=self.guidance,
+            resolution=self.resolution,
+            dtype=self.dtype,
+            adapter_sha256=adapter["sha256"],
+        )
+        return out
+
+
+def replay(cfg: Any, image_id: str) -> dict[str, Any]:
+    """Render ``image_id`` again, with the batch it was made in, next to the original; compare pixels.
+
+    Writes ``<image_id>.replay.png`` beside the image and returns ``{image_id, path, replay_path,
+    max_abs_diff, differing_pixels, identical}``. Identical pixels are expected on the same device and
+    dtype; another device or dtype gives a close but different image.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from gandiff.artifacts import read_json
+    from gandiff.pipeline import stage_dir
+
+    out_dir = stage_dir(cfg, "generate")
+    manifest = out_dir / "images.parquet"
+    if not manifest.exists():
+        raise StageError(f"generation.replay={image_id}: {manifest} not found; run `gandiff generate` first")
+    rows = read_table(manifest)
+    target = next((r for r in rows if r["image_id"] == image_id), None)
+    if target is None:
+        raise StageError(
+            f"generation.replay={image_id!r}: no such image_id in {manifest} "
+            f"(ids look like {rows[0]['image_id'] if rows else 'id_000000_0000'})"
+        )
+    batch = sorted((r for r in rows if r["batch"] == target["batch"]), key=lambda r: r["position"])
+    for key in ("scheduler", "steps", "guidance", "resolution"):
+        if str(target[key]) != str(cfg.generation[key]):
+            raise StageError(
+                f"generation.replay: the image was made with generation.{key}={target[key]!r}, "
+                f"the config says {cfg.generation[key]!r}"
+            )
+    # The DreamBooth folder this generation was built on (also when it was forced with force_inputs).
+    dreambooth_dir = stage_dir(
+        cfg, "dreambooth", read_json(out_dir / "stage.json")["inputs"]["dreambooth"]["key"]
+    )
+    adapters = {r["id"]: r for r in read_table(dreambooth_dir / "adapters.parquet")}
+    group = list(dict.fromkeys(r["id"] for r in batch))
+    for r in batch:
+        if adapters[r["id"]]["sha256"] != r["adapter_sha256"]:
+            raise StageError(f"generation.replay: the adapter of {r['id']} changed since {image_id} was made")
+        r["_slot"] = group.index(r["id"])
+    renderer = GroupRenderer(cfg, dreambooth_dir)
+    with renderer.adapters(group, adapters) as loras:
+        images = renderer.render(batch, loras)
+    img = images[[r["image_id"] for r in batch].index(image_id)]
+    path = out_dir / target["path"]
+    replay_path = save_image(path.with_name(f"{image_id}.replay.png"), img)
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+    b = np.asarray(img.convert("RGB"), dtype=np.int16)
+    diff = np.abs(a - b)
+    result = {
+        "image_id": image_id,
+        "path": str(path),
+        "replay_path": str(replay_path),
+        "max_abs_diff": int(diff.max()),
+        "differing_pixels": int((diff.max(-1) > 0).sum()),
+        "identical": bool((diff == 0).all()),
+    }
+    log.info(
+        "replay %s: %s (max |diff| %d, %d pixels differ) -> %s",
+        image_id,
+        "identical" if result["identical"] else "DIFFERENT",
+        result["max_abs_diff"],
+        result["differing_pixels"],
+        replay_path,
+    )
+    return result
