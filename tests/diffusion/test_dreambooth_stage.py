@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import compose_run
+from .conftest import compose_run
 
 from gandiff.artifacts import read_json, read_table
 from gandiff.pipeline import run_stage

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_run
+from .conftest import compose_run
 
 from gandiff.artifacts import read_table
 from gandiff.pipeline import run_stage

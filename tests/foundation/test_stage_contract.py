@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import toy_stages
+from . import toy_stages
 
 from gandiff.artifacts import _HOST, TMP_MARK, read_json, read_table
 from gandiff.config import compose

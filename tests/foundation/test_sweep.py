@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_stage_contract import stable, tree
+from .test_stage_contract import stable, tree
 
 HERE = Path(__file__).resolve().parent
 

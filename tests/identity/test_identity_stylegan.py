@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from nvlabs_layout import EVIL_SRC, TINY_SG2, TINY_SG3_R, TINY_SG3_T, nvlabs_pickle_bytes, tiny_generator
+from .nvlabs_layout import EVIL_SRC, TINY_SG2, TINY_SG3_R, TINY_SG3_T, nvlabs_pickle_bytes, tiny_generator
 
 from gandiff.identity.filters import conv2d_resample, fir_filter, upfirdn2d
 from gandiff.identity.stylegan import StyleGANSource, generate_images, load_generator, save_generator

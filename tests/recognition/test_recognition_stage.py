@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import pattern_faces
+from .conftest import pattern_faces
 
 from gandiff.artifacts import atomic_write_json, read_table
 from gandiff.config import compose

@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TinyNet, pattern_faces, tiny_module
+from .conftest import TinyNet, pattern_faces, tiny_module
 from lightning.pytorch.callbacks import Callback
 
 from gandiff.recognition.checkpoints import export_onnx, load_recognizer, read_checkpoint
