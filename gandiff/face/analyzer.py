@@ -4,7 +4,9 @@
 :func:`build_analyzer` from the ``face`` and ``attributes`` config groups). ``analyze(image)`` returns
 one :class:`FaceRecord` per face, best detection first; ``analyze_batch`` does the same for many images
 with batched model calls (detector batch, then one embedder and one classifier call over every face).
-``analyze_file`` adds the reason when an image yields no usable face.
+``analyze_file`` adds the reason when an image yields no usable face. An embedder that frames faces its
+own way and has ``embed_faces([(image, landmarks), ...])`` (DlibEmbedder) is given the original image
+instead of the ArcFace crop.
 """
 
 from __future__ import annotations
@@ -63,7 +65,12 @@ class FaceAnalyzer:
                                              if min(d.width, d.height) >= self.min_face_size]
         crops = (np.stack([align_face(images[i], d.landmarks, self.align_size) for i, d in flat]) if flat
                  else np.zeros((0, self.align_size, self.align_size, 3), np.uint8))
-        embeddings = self.embedder.embed(crops) if self.embedder is not None and flat else [None] * len(flat)
+        if self.embedder is None or not flat:
+            embeddings = [None] * len(flat)
+        elif hasattr(self.embedder, "embed_faces"):  # embedders with their own framing (DlibEmbedder) cut it
+            embeddings = self.embedder.embed_faces([(images[i], d.landmarks) for i, d in flat])  # from the image
+        else:
+            embeddings = self.embedder.embed(crops)
         attributes = (self.classifier.classify_many([(images[i], d.landmarks) for i, d in flat])
                       if self.classifier is not None and flat else [None] * len(flat))
         out: list[list[FaceRecord]] = [[] for _ in images]

@@ -31,7 +31,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gandiff.face.align import ARCFACE_TEMPLATE, estimate_similarity
+# face_chip and DLIB_CHIP_TEMPLATE live with the other alignments; imported here for the classifiers (and
+# for callers that found them here first).
+from gandiff.face.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, face_chip  # noqa: F401
 from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,6 @@ GENDERS = ("male", "female")
 # FairFace's 7 race groups, as config-friendly keys, in the checkpoint's output order
 # (FairFace predict.py: White, Black, Latino_Hispanic, East Asian, Southeast Asian, Indian, Middle Eastern).
 RACES = ("white", "black", "latino_hispanic", "east_asian", "southeast_asian", "indian", "middle_eastern")
-
-# Where the detector's five landmarks (LANDMARK_NAMES order) sit in dlib's face chip, in unpadded
-# chip units ([0, 1] is the face square before dlib adds `padding` on every side). See module doc.
-DLIB_CHIP_TEMPLATE = np.array(
-    [[0.2433, 0.1939], [0.7567, 0.1939], [0.5000, 0.5016], [0.2839, 0.7374], [0.7161, 0.7374]], dtype=np.float64)
-
 
 def age_to_bin(age: float) -> str:
     """FairFace bin of an age in years (``0-2`` ... ``70+``)."""
@@ -78,29 +74,6 @@ class Attributes:
             if d[key] is not None:
                 d[key] = {k: round(float(v), 4) for k, v in d[key].items()}
         return d
-
-
-def face_chip(image_rgb: np.ndarray, landmarks: np.ndarray, size: int, padding: float,
-              template: np.ndarray = DLIB_CHIP_TEMPLATE) -> np.ndarray:
-    """A dlib-style face chip ``(size, size, 3)`` uint8 from five detector landmarks.
-
-    ``template`` (5, 2) in unpadded chip units; the chip shows ``padding`` face-widths of margin on
-    every side (dlib: ``(padding + p) / (1 + 2 * padding) * size``). Outside the image is black.
-    """
-    import cv2
-
-    dst = (float(padding) + template) / (1.0 + 2.0 * float(padding)) * size
-    m = estimate_similarity(np.asarray(landmarks, np.float64).reshape(5, 2), dst)  # image -> chip
-    scale = float(np.hypot(m[0, 0], m[1, 0]))  # chip pixels per image pixel
-    image = image_rgb
-    # dlib extract_image_chip: use pyramid_down<2> while the chip's footprint, halved once more, still has more
-    # pixels than the chip; plain bilinear from a much larger footprint would alias.
-    while (1.0 / scale / 2.0) ** 2 > 1.0 and min(image.shape[:2]) >= 4:
-        image = cv2.pyrDown(image)
-        m = m * np.array([[2.0, 2.0, 1.0], [2.0, 2.0, 1.0]])  # the same chip, from a half-size image
-        scale *= 2.0
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=(0, 0, 0))
 
 
 @runtime_checkable
@@ -231,7 +204,7 @@ class FairFaceClassifier(_ChipClassifier):
         path = check_model_file(checkpoint, config_key, "FairFace ResNet-34 checkpoint (.pt, fc with 18 outputs)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (torch raises several types for a non-checkpoint file)
             raise ModelFileError(f"{config_key}={str(path)!r}: not a weights-only torch checkpoint "
                                  f"({type(e).__name__})") from None
         if isinstance(state, dict) and "state_dict" in state:

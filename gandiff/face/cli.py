@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _face_line(index: int, face) -> str:
     d = face.detection
-    x1, y1, x2, y2 = (int(round(v)) for v in d.box)
+    x1, y1, x2, y2 = (round(float(v)) for v in d.box)
     text = f"  face {index}: box=({x1},{y1},{x2},{y2}) {x2 - x1}x{y2 - y1}px score={d.score:.3f}"
     a = face.attributes
     if a is not None:

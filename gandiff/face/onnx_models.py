@@ -10,6 +10,9 @@ Why the graph is edited before onnxruntime sees it:
   input and of every output to a symbolic ``N`` (and, where a graph reshapes with a literal batch of 1,
   replacing that 1 by ``0`` = "copy this dimension") lets one session run whole batches.
 
+- On the CPU, ``PRelu`` nodes are rewritten as ``Max(x, slope * x)`` (see :func:`rewrite_prelu_for_cpu`):
+  onnxruntime's CPU PRelu kernel took over half of SFace's run time, and the rewrite is bit-exact.
+
 A missing file, a file that is not ONNX, or an ONNX graph of the wrong kind raises
 :class:`ModelFileError` with one line naming the file and the config key it came from.
 """
@@ -74,8 +77,7 @@ def drop_unused_inputs(model) -> int:
     keep = [i for i in graph.input if i.name in consumed and i.name not in initializers]
     removed = len(graph.input) - len(keep)
     if removed:
-        if model.ir_version < 4:
-            model.ir_version = 4  # initializers outside graph.input need IR 4
+        model.ir_version = max(model.ir_version, 4)  # initializers outside graph.input need IR 4
         del graph.input[:]
         graph.input.extend(keep)
         log.debug("dropped %d unused or initializer graph inputs", removed)
@@ -176,6 +178,60 @@ def make_batch_dynamic(model, spatial: bool = False) -> None:
                         attr.t.CopyFrom(numpy_helper.from_array(fixed.astype(target.dtype)))
 
 
+def _constant_values(name: str, initializers: dict, producers: dict) -> np.ndarray | None:
+    """The values of a graph tensor that is an initializer, a Constant, or a reshape of one (shape ignored)."""
+    from onnx import numpy_helper
+
+    for _ in range(8):  # follow Reshape / Unsqueeze / Identity chains back to the stored tensor
+        if name in initializers:
+            return numpy_helper.to_array(initializers[name])
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Constant":
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            return numpy_helper.to_array(attr.t) if attr is not None else None
+        if node.op_type not in ("Reshape", "Unsqueeze", "Identity", "Squeeze", "Flatten"):
+            return None
+        name = node.input[0]
+    return None
+
+
+def rewrite_prelu_for_cpu(model) -> int:
+    """Replace ``PRelu(x, slope)`` by ``Max(x, slope * x)`` where every slope is <= 1 (``Min`` where every
+    slope is >= 1); returns how many nodes were rewritten.
+
+    Why: onnxruntime's CPU PRelu kernel is a generic broadcasting loop; in SFace (MobileFaceNet, 27
+    PReLUs) it took 55 % of the run time, more than all convolutions (profiled with onnxruntime 1.32).
+    ``Mul`` by a per-channel constant and a same-shape ``Max`` run on vectorised paths. The result is
+    bit-identical: for ``slope <= 1``, ``max(x, slope * x)`` is ``x`` when ``x >= 0`` and ``slope * x``
+    (the same float product PRelu computes) when ``x < 0``; symmetrically with ``min`` for ``slope >= 1``.
+    Layers whose slopes straddle 1, or whose slope is not a constant, keep their PRelu.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        slope = _constant_values(node.input[1], initializers, producers) if node.op_type == "PRelu" else None
+        if slope is None or not np.isfinite(slope).all() or not ((slope <= 1).all() or (slope >= 1).all()):
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        scaled = f"{y}__slope_x"
+        nodes.append(helper.make_node("Mul", [x, node.input[1]], [scaled], name=f"{node.name}__mul"))
+        nodes.append(helper.make_node("Max" if (slope <= 1).all() else "Min", [x, scaled], [y],
+                                      name=f"{node.name}__select"))
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        log.debug("rewrote %d PRelu nodes as Mul + Max/Min for the CPU", rewritten)
+    return rewritten
+
+
 def providers_for(device: str = "auto") -> list[str]:
     """onnxruntime execution providers: CUDA first when available and not ``device=cpu``."""
     import onnxruntime as ort
@@ -247,9 +303,11 @@ class OnnxModel:
         self.input_name = inputs[0].name
         self.input_shape = dims
         self.output_names = outs
+        if providers_for(device)[0] == "CPUExecutionProvider":
+            rewrite_prelu_for_cpu(model)  # a large speed-up on the CPU, bit-exact; CUDA's PRelu is fast as it is
         try:
             self.session = create_session(model, device=device, threads=threads)
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        except Exception as e:  # noqa: BLE001  (onnxruntime raises its own Fail/InvalidGraph types)
             raise ModelFileError(f"{where}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
         self.providers = self.session.get_providers()
 

@@ -61,3 +61,19 @@ def t1_detections(yunet, photos):
 def model_paths() -> dict[str, str]:
     return {"yunet": package_file(YUNET), "sface": package_file(SFACE), "age": package_file(AGE),
             "gender": package_file(GENDER)}
+
+
+MTCNN_WEIGHTS = {name: f"facenet_pytorch/data/{name}.pt" for name in ("pnet", "rnet", "onet")}
+
+
+@pytest.fixture(scope="session")
+def mtcnn_paths() -> dict[str, str]:
+    return {f"{name}_path": package_file(spec) for name, spec in MTCNN_WEIGHTS.items()}
+
+
+@pytest.fixture(scope="session")
+def mtcnn(mtcnn_paths):
+    from gandiff.face.detectors import MTCNNDetector
+
+    return MTCNNDetector(**mtcnn_paths, device="cpu")
+

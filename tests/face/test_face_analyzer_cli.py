@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def test_analyze_file_reasons(analyzer, tmp_path, photo_paths):
     from PIL import Image
 
     cut = tmp_path / "cut.jpg"
-    data = open(photo_paths["t1"], "rb").read()
+    data = Path(photo_paths["t1"]).read_bytes()
     cut.write_bytes(data[:2000])
     res = analyzer.analyze_file(cut)
     assert res.faces == [] and "cut.jpg" in res.reason

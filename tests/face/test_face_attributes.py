@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from gandiff.face.attributes import (AGE_BINS, DLIB_CHIP_TEMPLATE, RACES, AgeGenderClassifier, Attributes,
-                                     FairFaceClassifier, age_to_bin, face_chip)
+from gandiff.face.attributes import (
+    AGE_BINS,
+    DLIB_CHIP_TEMPLATE,
+    RACES,
+    AgeGenderClassifier,
+    Attributes,
+    FairFaceClassifier,
+    age_to_bin,
+    face_chip,
+)
 from gandiff.face.onnx_models import ModelFileError
 
 
@@ -47,11 +55,11 @@ def test_face_chip_geometry():
     image = np.zeros((400, 400, 3), np.uint8)
     landmarks = DLIB_CHIP_TEMPLATE * 150 + 100  # a face 150 px wide at (100, 100)
     for x, y in landmarks:
-        image[int(round(y)) - 6:int(round(y)) + 7, int(round(x)) - 6:int(round(x)) + 7] = 255
+        image[round(float(y)) - 6:round(float(y)) + 7, round(float(x)) - 6:round(float(x)) + 7] = 255
     chip = face_chip(image, landmarks, size, padding)
     assert chip.shape == (64, 64, 3)
     for x, y in (padding + DLIB_CHIP_TEMPLATE) / (1 + 2 * padding) * size:
-        assert chip[int(round(y)), int(round(x))].max() > 150
+        assert chip[round(float(y)), round(float(x))].max() > 150
     assert chip.mean() < 30  # the dots, not a shifted or blank chip
 
 
@@ -73,7 +81,7 @@ def fairface_checkpoint(tmp_path_factory):
 
 
 def test_fairface_checkpoint_format(fairface_checkpoint, photos, t1_detections):
-    path, model = fairface_checkpoint
+    path, _ = fairface_checkpoint
     clf = FairFaceClassifier(path, device="cpu")
     attrs = clf.classify(photos["t1"], [d.landmarks for d in t1_detections[:2]])
     assert len(attrs) == 2

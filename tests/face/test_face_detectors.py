@@ -52,9 +52,11 @@ def test_matches_opencv_face_detector_yn(photos, model_paths):
         assert abs(d.score - row[14]) < 1e-4
 
 
-def test_batch_equals_one_by_one(yunet, photos):
+def test_batch_equals_one_by_one(yunet, photos, model_paths):
     images = [photos["t1"], photos["astronaut"], photos["grace_hopper"]]
-    batched = yunet.detect_batch(images)
+    batching = YuNetDetector(model_paths["yunet"], device="cpu")
+    batching.max_cpu_batch = 8  # the CPU default runs one image per call (faster there); exercise real batches
+    batched = batching.detect_batch(images)
     for image, dets in zip(images, batched):
         single = yunet.detect(image)
         assert len(single) == len(dets)
@@ -160,6 +162,7 @@ def test_scrfd_decode_in_insightface_layout(tmp_path, batched):
     np.testing.assert_allclose(faces[0].landmarks, expected, atol=1e-4)
     # stride 8, cell (6, 1): centre (8, 48), box +-8
     np.testing.assert_allclose(faces[1].box, [0, 80, 32, 112], atol=1e-4)
+    det.max_cpu_batch = 8  # real batches even on the CPU
     batch = det.detect_batch([image, np.zeros((64, 256, 3), np.uint8), image])
     assert [len(b) for b in batch] == [2, 2, 2]
     np.testing.assert_allclose(batch[1][0].box, faces[0].box * 2, atol=1e-4)  # scale 0.25 this time

@@ -160,3 +160,36 @@ def test_torch_embedder_checkpoint_prefixes(tmp_path, tiny_iresnet, crops):
 def test_wrong_model_kind_for_embedder(model_paths):
     with pytest.raises(ModelFileError, match=r"face\.embedder\.model_path=.*112x112"):
         OnnxEmbedder(model_paths["age"])  # a 64x64 age model is not a recognizer
+
+
+def test_prelu_rewrite_is_bit_exact(tmp_path):
+    """CPU sessions replace PRelu by Mul + Max/Min (onnx_models.rewrite_prelu_for_cpu): same bits, and a
+    layer whose slopes straddle 1 keeps its PRelu. Slopes reach PRelu through a Reshape, as in SFace."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gandiff.face.onnx_models import create_session, load_onnx_model, rewrite_prelu_for_cpu
+
+    rng = np.random.default_rng(0)
+    slopes = {"low": rng.uniform(-0.8, 1.0, 4), "high": rng.uniform(1.0, 2.0, 4), "mixed": np.array([0.2, 1.5, 0.1, 1.2])}
+    nodes, inits, prev = [], [], "x"
+    for name, s in slopes.items():
+        inits += [numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), f"w_{name}"),
+                  numpy_helper.from_array(s.astype(np.float32), f"s_{name}"),
+                  numpy_helper.from_array(np.array([4, 1, 1], np.int64), f"shape_{name}")]
+        nodes += [helper.make_node("Conv", [prev, f"w_{name}"], [f"c_{name}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Reshape", [f"s_{name}", f"shape_{name}"], [f"s3_{name}"]),
+                  helper.make_node("PRelu", [f"c_{name}", f"s3_{name}"], [f"p_{name}"], name=f"prelu_{name}")]
+        prev = f"p_{name}"
+    graph = helper.make_graph(nodes, "prelu_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 4, 9, 9])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "prelu.onnx"))
+    x = rng.normal(size=(1, 4, 9, 9)).astype(np.float32)
+    plain = load_onnx_model(tmp_path / "prelu.onnx", "test", "net")
+    expected = create_session(plain, device="cpu").run(None, {"x": x})[0]
+    assert rewrite_prelu_for_cpu(plain) == 2
+    ops = [n.op_type for n in plain.graph.node]
+    assert ops.count("PRelu") == 1 and ops.count("Max") == 1 and ops.count("Min") == 1
+    np.testing.assert_array_equal(create_session(plain, device="cpu").run(None, {"x": x})[0], expected)

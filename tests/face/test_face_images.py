@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,7 +21,7 @@ def test_reads_rgb_jpeg_as_rgb(photo_paths):
 
 
 def test_truncated_file_names_the_file(tmp_path, photo_paths):
-    data = open(photo_paths["t1"], "rb").read()
+    data = Path(photo_paths["t1"]).read_bytes()
     bad = tmp_path / "cut.jpg"
     bad.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageReadError, match="cut.jpg"):
