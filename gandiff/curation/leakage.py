@@ -74,14 +74,18 @@ def load_gallery_npz(path: str | os.PathLike) -> Gallery:
 def save_gallery_npz(path: str | os.PathLike, gallery: Gallery) -> Path:
     from gandiff.artifacts import atomic_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, embeddings=gallery.embeddings, ids=gallery.ids.astype(str))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, embeddings=gallery.embeddings, ids=gallery.ids.astype(str))
     return Path(path)
 
 
 def embed_gallery_folder(folder: str | os.PathLike, detector: Any, embedder: Any, batch_size: int = 32) -> Gallery:
-    """Detect, align (ArcFace 112x112) and embed a folder of real photos; unreadable files are counted."""
+    """Detect, align (ArcFace 112x112) and embed a folder of real photos; unreadable files are counted.
+
+    Embedded as ``curate`` embeds the synthetic faces (``gandiff.curation.score.embed_faces``: ArcFace crops,
+    or the embedder's own chip cut from the photo when it has one), so gallery and images are comparable.
+    """
+    from gandiff.curation.score import embed_faces
     from gandiff.face.align import align_face
     from gandiff.face.images import IMAGE_SUFFIXES, ImageReadError, read_image
 
@@ -96,7 +100,16 @@ def embed_gallery_folder(folder: str | os.PathLike, detector: Any, embedder: Any
     if not jobs:
         raise FileNotFoundError(f"curation.leakage_gallery={str(folder)!r}: no images in it "
                                 f"(expected <identity>/<image> or <image> files)")
-    crops, ids = [], []
+    ids: list[str] = []
+    embs: list[np.ndarray] = []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []  # (photo, (5, 2) landmarks), embedded batch_size at a time
+
+    def flush() -> None:
+        if pending:
+            crops = np.stack([align_face(img, lm, 112) for img, lm in pending])
+            embs.append(embed_faces(pending, crops, embedder, batch_size))
+            pending.clear()
+
     counts = {"images": len(jobs), "unreadable": 0, "no_face": 0}
     for path, ident in jobs:
         try:
@@ -112,13 +125,15 @@ def embed_gallery_folder(folder: str | os.PathLike, detector: Any, embedder: Any
         if ident is not None:
             dets = [max(dets, key=lambda d: d.area)]
         for k, d in enumerate(sorted(dets, key=lambda d: (d.box[0], d.box[1]))):
-            crops.append(align_face(img, d.landmarks, 112))
+            pending.append((img, d.landmarks))
             ids.append(ident if ident is not None else f"{path.stem}#{k}")
-    if not crops:
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if not ids:
         raise ValueError(f"curation.leakage_gallery={str(folder)!r}: no face found in any of its {len(jobs)} images")
-    emb = np.concatenate([embedder.embed(np.stack(crops[i:i + batch_size])) for i in range(0, len(crops), batch_size)])
-    counts["faces"] = len(crops)
-    return Gallery(emb, np.array(ids), source=str(folder), counts=counts)
+    counts["faces"] = len(ids)
+    return Gallery(np.concatenate(embs), np.array(ids), source=str(folder), counts=counts)
 
 
 # --------------------------------------------------------------------------------------------- threshold

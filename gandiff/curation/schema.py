@@ -1,7 +1,8 @@
 """Config schema of the ``curation`` group: selection rules and the leakage audit.
 
-Every key here is read by the ``export`` stage only (selection runs on the scores ``curate`` wrote), so a
-sweep over these values never runs a model again; each setting gets its own ``export/<key>/`` folder.
+Every key here but one is read by the ``export`` stage only (selection runs on the scores ``curate`` wrote),
+so a sweep over these values never runs a model again; each setting gets its own ``export/<key>/`` folder.
+The exception is ``detect_size``, which decides how ``curate`` detects faces (it is part of curate's key).
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ BALANCE_ATTRIBUTES = ("gender", "age_bin", "race")
 
 @dataclass
 class CurationConfig:
+    # Detector input size (square, pixels) for the generated images; None: the face config's own
+    # (face.detector.input_size). Same meaning as identity.detect_size. Set it for the generation size:
+    # YuNet finds faces and places landmarks best when the face spans roughly 100-250 px of its input.
+    # 64x64 frame-filling faces: 160 (DCGAN seeds 0-255: 253 faces found at 160, 238 letterboxed into 640);
+    # a 192 px image shrunk to 160 loses landmark precision (anchor similarity 0.86 vs 0.94 at 640).
+    # Detectors without an input size (MTCNN's image pyramid) ignore it.
+    detect_size: Any = None
     min_det_score: float = 0.6
     min_face_size: int = 24  # pixels (shorter side of the face box in the generated image)
     min_anchor_similarity: float = 0.3  # to the identity's own anchor (embedder scale)
@@ -35,6 +43,10 @@ class CurationConfig:
     drop_leaked: bool = False
 
     def __post_init__(self) -> None:
+        size_ok = isinstance(self.detect_size, int) and not isinstance(self.detect_size, bool) \
+            and self.detect_size >= 32 and self.detect_size % 32 == 0
+        require(self.detect_size is None or size_ok,
+                "curation.detect_size", self.detect_size, "must be null or a multiple of 32 (>= 32)")
         require(0.0 <= self.min_det_score <= 1.0, "curation.min_det_score", self.min_det_score, "must be in [0, 1]")
         require(self.min_face_size >= 0, "curation.min_face_size", self.min_face_size, "must be >= 0")
         require(-1.0 <= self.min_anchor_similarity <= 1.0, "curation.min_anchor_similarity",

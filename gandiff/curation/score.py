@@ -11,13 +11,17 @@ the ArcFace-aligned 112x112 crop, its embedding, and from those
 - ``other_sim`` / ``other_id``: the highest similarity to any *other* identity's anchor, and which one:
   did the image drift into another identity (a label-noise source for training)? Anchors, not other
   centroids, so that each shard (a set of identities) can score on its own.
-- ``yaw``, ``pitch``, ``roll``: head pose from the five landmarks (see ``pose_from_landmarks``).
+- ``yaw``, ``pitch``, ``roll``: head pose from the five landmarks, calibrated to YuNet's landmarks
+  (``gandiff.curation.pose``).
 - ``sharpness``: variance of the Laplacian of the grey aligned crop (Pech-Pacheco et al. 2000).
 - ``quality``: ``det_score * tanh(sharpness / sharpness_ref)``. An honest heuristic proxy — detector
   confidence times focus — not a learned face-image-quality model (SER-FIQ, CR-FIQA, SDD-FIQA need
   their own networks, and SFace returns normalised embeddings, so embedding-norm quality as in
   AdaFace/MagFace is not available). It is calibrated for nothing; use it to rank and to cut the worst.
-- attributes (gender, age, race where the classifier gives it) of the aligned face.
+- attributes (gender, age, race where the classifier gives it): the classifier gets the original image and
+  the face's five landmarks and cuts its own chip (the age-gender and FairFace models were trained on dlib
+  chips, which show more of the head than the 112x112 ArcFace crop; fed that crop they would see black
+  borders where the chip reaches outside it).
 
 When an image has several faces the largest is scored (the subject; a prompt asks for one person) and
 ``n_faces`` records how many there were, so selection can reject the image.
@@ -33,83 +37,12 @@ from typing import Any
 
 import numpy as np
 
+# Pose lives in its own module; re-exported here, where callers first found it.
+from gandiff.curation.pose import FACE_3D, pose_from_landmarks, poses_from_landmarks, project_face  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 SHARPNESS_REF = 100.0  # Laplacian variance of a 112x112 crop that counts as "in focus" (tanh(1) = 0.76)
-
-# --------------------------------------------------------------------------------------------- pose
-
-# A mean face in the ArcFace template frame (pixels of the 112x112 crop; x right, y down, z towards the
-# camera), LANDMARK_NAMES order. x, y are the template; depths are typical anthropometric ratios to the
-# inter-ocular distance (IOD = 35.2 px): nose tip 0.5 IOD in front of the eye plane, mouth corners
-# 0.15 IOD (Farkas, "Anthropometry of the head and face", 1994, rounded).
-_IOD = 35.24
-FACE_3D = np.array([
-    [38.2946, 51.6963, 0.0],
-    [73.5318, 51.5014, 0.0],
-    [56.0252, 71.7366, 0.50 * _IOD],
-    [41.5493, 92.3655, 0.15 * _IOD],
-    [70.7299, 92.2041, 0.15 * _IOD],
-], dtype=np.float64)
-FACE_3D = FACE_3D - FACE_3D.mean(0)
-# The template's own eye line is 0.32 degrees off horizontal: subtracted so that the template reads roll 0.
-_TEMPLATE_ROLL = math.degrees(math.atan2(FACE_3D[1, 1] - FACE_3D[0, 1], FACE_3D[1, 0] - FACE_3D[0, 0]))
-
-
-def rotation(yaw: np.ndarray, pitch: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotations: pitch about x, then yaw about y (degrees; conventions as in pose_from_landmarks)."""
-    y, p = np.radians(yaw), np.radians(pitch)
-    cy, sy, cp, sp = np.cos(y), np.sin(y), np.cos(p), np.sin(p)
-    one, zero = np.ones_like(cy), np.zeros_like(cy)
-    ry = np.stack([np.stack([cy, zero, sy], -1), np.stack([zero, one, zero], -1), np.stack([-sy, zero, cy], -1)], -2)
-    rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, cp, -sp], -1), np.stack([zero, sp, cp], -1)], -2)
-    return ry @ rx
-
-
-def project_face(yaw: float, pitch: float, roll: float, scale: float = 1.0,
-                 center: Sequence[float] = (0.0, 0.0)) -> np.ndarray:
-    """(5, 2) image landmarks of ``FACE_3D`` at a pose (scaled orthographic camera): the forward model."""
-    pts = FACE_3D @ rotation(np.float64(yaw), np.float64(pitch)).T  # (5, 3)
-    r = math.radians(roll)  # FACE_3D's eye line already carries _TEMPLATE_ROLL
-    rot2 = np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
-    return scale * pts[:, :2] @ rot2.T + np.asarray(center, dtype=np.float64)
-
-
-_GRID = np.stack(np.meshgrid(np.arange(-90.0, 90.1, 2.0), np.arange(-60.0, 60.1, 2.0), indexing="ij"), -1).reshape(-1, 2)
-
-
-def _best_pose(pts: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
-    """The (yaw, pitch) in ``grid`` whose projection (after the best scale) fits ``pts`` (5, 2, centred)."""
-    proj = np.einsum("pk,gjk->gpj", FACE_3D, rotation(grid[:, 0], grid[:, 1]))[..., :2]  # (G, 5, 2)
-    proj = proj - proj.mean(1, keepdims=True)
-    s = (proj * pts).sum((1, 2)) / np.maximum((proj * proj).sum((1, 2)), 1e-12)
-    err = ((pts[None] - s[:, None, None] * proj) ** 2).sum((1, 2))
-    g = grid[int(err.argmin())]
-    return float(g[0]), float(g[1])
-
-
-def pose_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from the five landmarks (image pixels, LANDMARK_NAMES order).
-
-    roll: the angle of the eye line (positive: the face is rotated clockwise in the image, the eye on the
-    image's right is lower). yaw and pitch: fit of a mean 3D face (``FACE_3D``) under a scaled
-    orthographic camera to the roll-corrected landmarks, by search over a 2 degree grid refined to
-    0.25 degree. Positive yaw: the face turns towards the image's right (nose right of the eye midpoint);
-    positive pitch: the face looks up. Five points and a mean face make this coarse — a few degrees near
-    frontal, worse beyond ~60 degrees of yaw — which is enough to describe and filter a dataset's pose
-    spread, not to measure a head pose.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    d = lm[1] - lm[0]
-    roll = math.degrees(math.atan2(d[1], d[0])) - _TEMPLATE_ROLL
-    r = -math.radians(roll + _TEMPLATE_ROLL)
-    pts = (lm - lm.mean(0)) @ np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]]).T
-    yaw, pitch = _best_pose(pts, _GRID)
-    fine = np.stack(np.meshgrid(np.arange(yaw - 2, yaw + 2.01, 0.25), np.arange(pitch - 2, pitch + 2.01, 0.25),
-                                indexing="ij"), -1).reshape(-1, 2)
-    yaw, pitch = _best_pose(pts, fine)
-    return yaw, pitch, roll
-
 
 # --------------------------------------------------------------------------------------------- quality
 
@@ -137,7 +70,8 @@ class FaceMeasurement:
     face_size: float | None = None  # min(box width, height), pixels of the generated image
     eye_distance: float | None = None
     box: list[float] | None = None
-    landmarks: list[float] | None = None  # 10 values, x0 y0 x1 y1 ...
+    landmarks: list[float] | None = None  # 10 values, x0 y0 x1 y1 ... (rounded, for the table)
+    points: np.ndarray | None = None  # (5, 2) float32 landmarks as detected, for models that cut their own chip
     crop: np.ndarray | None = None  # (112, 112, 3) uint8 RGB, ArcFace template
     yaw: float | None = None
     pitch: float | None = None
@@ -146,29 +80,44 @@ class FaceMeasurement:
     quality: float | None = None
 
 
-def measure_faces(images: Sequence[np.ndarray], detector: Any, batch_size: int = 32) -> list[FaceMeasurement]:
-    """Detect (in batches through ``detector.detect_batch`` when it has one), keep the largest face, align."""
+def detect_all(images: Sequence[np.ndarray], detector: Any, batch_size: int = 32) -> list[list[Any]]:
+    """Detections of every image: ``batch_size`` images per ``detector.detect_batch`` call (the detector may
+    split them further by its own ``batch_size``), or one ``detect`` call per image when it has no batch API."""
+    if not hasattr(detector, "detect_batch"):
+        return [detector.detect(im) for im in images]
+    dets: list[list[Any]] = []
+    for s in range(0, len(images), max(1, batch_size)):
+        dets += detector.detect_batch(list(images[s:s + batch_size]))
+    return dets
+
+
+def measure_faces(images: Sequence[np.ndarray], detector: Any, batch_size: int = 32,
+                  pose_reference: np.ndarray = FACE_3D) -> list[FaceMeasurement]:
+    """Detect, keep the largest face of each image, align it to the ArcFace 112x112 template and measure it.
+
+    ``pose_reference``: the (5, 3) mean face that pose is fitted with (``gandiff.curation.pose``; the
+    default is calibrated to YuNet's landmarks).
+    """
     from gandiff.face.align import align_face
 
-    dets: list[list[Any]] = []
-    if hasattr(detector, "detect_batch") and batch_size > 1:
-        for s in range(0, len(images), batch_size):
-            dets += detector.detect_batch(list(images[s:s + batch_size]))
-    else:
-        dets = [detector.detect(im) for im in images]
+    dets = detect_all(images, detector, batch_size)
+    chosen = [max(faces, key=lambda f: f.area) if faces else None for faces in dets]
+    found = [k for k, d in enumerate(chosen) if d is not None]
+    poses = poses_from_landmarks(np.stack([chosen[k].landmarks for k in found]), pose_reference) if found else None
+    pose_of = {k: poses[i] for i, k in enumerate(found)}
     out = []
-    for img, faces in zip(images, dets):
-        if not faces:
+    for k, (img, faces, d) in enumerate(zip(images, dets, chosen)):
+        if d is None:
             out.append(FaceMeasurement(n_faces=0))
             continue
-        d = max(faces, key=lambda f: f.area)
         crop = align_face(img, d.landmarks, 112)
-        yaw, pitch, roll = pose_from_landmarks(d.landmarks)
+        yaw, pitch, roll = (float(v) for v in pose_of[k])
         sharp = sharpness(crop)
         out.append(FaceMeasurement(
             n_faces=len(faces), det_score=round(float(d.score), 4), face_size=round(min(d.width, d.height), 2),
             eye_distance=round(d.eye_distance, 2), box=[round(float(v), 2) for v in d.box],
-            landmarks=[round(float(v), 2) for v in d.landmarks.reshape(-1)], crop=crop,
+            landmarks=[round(float(v), 2) for v in d.landmarks.reshape(-1)],
+            points=np.asarray(d.landmarks, dtype=np.float32).reshape(5, 2), crop=crop,
             yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2), sharpness=round(sharp, 2),
             quality=round(face_quality(d.score, sharp), 4)))
     return out
@@ -180,6 +129,46 @@ def embed_crops(crops: np.ndarray, embedder: Any, batch_size: int = 32) -> np.nd
         return np.zeros((0, 0), dtype=np.float32)
     out = [np.asarray(embedder.embed(crops[s:s + batch_size]), dtype=np.float32) for s in range(0, len(crops), batch_size)]
     return np.concatenate(out)
+
+
+def embed_faces(faces: Sequence[tuple[np.ndarray, np.ndarray]], crops: np.ndarray, embedder: Any,
+                batch_size: int = 32) -> np.ndarray:
+    """(N, D) embeddings of N faces given as (image, (5, 2) landmarks) pairs and as their ArcFace crops.
+
+    Embedders with their own framing (``embed_faces``, e.g. dlib's ResNet, trained on dlib chips) cut it
+    from the original image, as ``gandiff.face.analyzer`` does; every other embedder gets the 112 crops.
+    """
+    if not hasattr(embedder, "embed_faces"):
+        return embed_crops(crops, embedder, batch_size)
+    if len(faces) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = [np.asarray(embedder.embed_faces(faces[s:s + batch_size]), dtype=np.float32)
+           for s in range(0, len(faces), batch_size)]
+    return np.concatenate(out)
+
+
+ATTRIBUTE_FIELDS = ("gender", "gender_prob", "age", "age_bin", "race", "race_prob")
+
+
+def classify_faces(faces: Sequence[tuple[np.ndarray, np.ndarray]], classifier: Any) -> list[dict[str, Any]]:
+    """Attributes of N faces given as (image (H, W, 3) uint8 RGB, landmarks (5, 2)) pairs.
+
+    Through the classifier protocol's ``classify_many``: the documented input of the age-gender and
+    FairFace models, which cut their own dlib chip from the image (``gandiff.face.attributes``). Returns one
+    dict of :data:`ATTRIBUTE_FIELDS` per face (``race_prob``: the probability of ``race``); ``None`` where
+    the classifier does not estimate an attribute. No classifier: empty dicts.
+    """
+    if classifier is None or len(faces) == 0:
+        return [{} for _ in range(len(faces))]
+    out = []
+    for a in classifier.classify_many(list(faces)):
+        d = a if isinstance(a, dict) else {k: getattr(a, k, None) for k in (*ATTRIBUTE_FIELDS, "race_probs")}
+        row = {k: d.get(k) for k in ATTRIBUTE_FIELDS}
+        probs = d.get("race_probs") or {}
+        if row["race_prob"] is None and row["race"] in probs:
+            row["race_prob"] = probs[row["race"]]
+        out.append({k: round(float(v), 4) if isinstance(v, (float, np.floating)) else v for k, v in row.items()})
+    return out
 
 
 def identity_similarities(emb: np.ndarray, has_face: np.ndarray, own_anchor: np.ndarray,

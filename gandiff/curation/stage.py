@@ -3,14 +3,17 @@
 Why scoring and selection are two stages. Scoring is the expensive part (detection, alignment,
 embedding, attributes: every model) and depends only on the face models and the images; selection
 (thresholds, caps, balance, leakage) is arithmetic over the scores. So ``curate`` has config keys
-``face`` and ``attributes`` only, and the ``export`` stage (config keys ``curation`` and ``export``) selects
+``face``, ``attributes`` and ``curation.detect_size`` only (the detector's input size for the generated
+images), and the ``export`` stage (config keys ``curation`` and ``export``) selects
 from ``scores.parquet`` and writes the dataset. A sweep over curation thresholds then shares one
 ``curate/<key>/`` folder and gets one ``export/<key>/`` dataset per setting, in seconds, with no model run.
 
 Items are identities (shardable with ``shard.index/count`` like every stage): one item scores all of an
 identity's generated images (detection in batches of ``face.batch_size``, embedding in batches), writes
 their aligned crops ``crops/<id>/<image_id>.png`` and their embeddings ``embeddings/<id>.npy`` (rows in the
-identity's image order; zero rows where no face was found), and records one row per image. The merge
+identity's image order; zero rows where no face was found), and records one row per image. Attributes are
+estimated from each generated image and its face's five landmarks (the classifiers cut their own dlib
+chip; see ``gandiff.face.attributes``), not from the 112 crop. The merge
 writes ``scores.parquet`` (one row per generated image, in (id, image_id) order) and ``embeddings.npy``
 (N, D) in the same row order (``embedding_row`` = row index; the leakage audit reads it).
 
@@ -29,12 +32,17 @@ from typing import Any
 import numpy as np
 
 from gandiff.artifacts import atomic_path, read_table, save_image, write_table
+from gandiff.curation.score import (
+    ATTRIBUTE_FIELDS,
+    classify_faces,
+    embed_faces,
+    identity_similarities,
+    measure_faces,
+)
 from gandiff.curation.select import FAMILY_PREFIX
 from gandiff.pipeline import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
-
-ATTRIBUTE_FIELDS = ("gender", "gender_prob", "age", "age_bin", "race", "race_prob")
 
 
 def load_identities(folder: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -49,24 +57,36 @@ def load_identities(folder: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
     return rows, emb
 
 
-def _attributes(classifier: Any, crops: np.ndarray) -> list[dict[str, Any]]:
-    """Attributes of aligned crops through the classifier protocol (``classify_aligned(aligned_batch)``)."""
-    if classifier is None or len(crops) == 0:
-        return [{} for _ in range(len(crops))]
-    out = []
-    for a in classifier.classify_aligned(crops):
-        d = a if isinstance(a, dict) else {k: getattr(a, k, None) for k in ATTRIBUTE_FIELDS}
-        out.append({k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
-                    for k, v in d.items() if k in ATTRIBUTE_FIELDS})
-    return out
+def build_detector(detector_cfg: Any, detect_size: int | None) -> Any:
+    """The ``face.detector`` with its input size set to ``detect_size`` x ``detect_size`` (None: as configured).
+
+    Same rule as the identity stage's ``identity.detect_size``: a face filling a 64x64 generation is found
+    at a detector input near its own scale (YuNet at 160 px), while letterboxed into 640 px it is a face far
+    larger than the scales the detector was trained on, and some are missed. Detectors whose constructor
+    takes no ``input_size`` (MTCNN searches an image pyramid) are built as configured.
+    """
+    import inspect
+
+    from hydra.utils import get_object, instantiate
+
+    if detect_size is None:
+        return instantiate(detector_cfg)
+    target = get_object(detector_cfg["_target_"])
+    if "input_size" not in inspect.signature(target).parameters:
+        log.info("curate: curation.detect_size=%s does not apply to %s (no input_size): detecting as configured",
+                 detect_size, detector_cfg["_target_"])
+        return instantiate(detector_cfg)
+    return instantiate(detector_cfg, input_size=[int(detect_size)] * 2)
 
 
 class CurateStage(Stage):
     name = "curate"
     upstream = ("generate", "identities")
-    config_keys = ("face", "attributes")
-    # Speed only; match_threshold is not used to score (selection thresholds live in ``curation``).
-    ignore_keys = ("face.batch_size", "face.match_threshold")
+    config_keys = ("face", "attributes", "curation.detect_size")
+    # Speed only (batch sizes; results do not depend on them); match_threshold is not used to score
+    # (selection thresholds live in ``curation``).
+    ignore_keys = ("face.batch_size", "face.detector.batch_size", "face.embedder.batch_size",
+                   "attributes.classifier.batch_size", "face.match_threshold")
 
     def items(self, ctx: StageContext) -> list[str]:
         rows, _ = load_identities(ctx.input_dir("identities"))
@@ -76,7 +96,7 @@ class CurateStage(Stage):
         from hydra.utils import instantiate
 
         cfg = ctx.cfg
-        detector = instantiate(cfg.face.detector)
+        detector = build_detector(cfg.face.detector, cfg.curation.detect_size)
         embedder = instantiate(cfg.face.embedder)
         classifier = instantiate(cfg.attributes.classifier) if cfg.attributes.classifier is not None else None
         return detector, embedder, classifier
@@ -111,15 +131,16 @@ class CurateStage(Stage):
                 except ImageReadError as e:
                     errors[k] = str(e)
                     log.warning("curate: skipping unreadable image: %s", e)
-            from gandiff.curation.score import embed_crops, identity_similarities, measure_faces
-
             meas = [None] * len(rows)
             for k, m in zip(readable, measure_faces(pixels, detector, batch)):
                 meas[k] = m
-            del pixels
             face_rows = [k for k, m in enumerate(meas) if m is not None and m.crop is not None]
+            image_of = dict(zip(readable, pixels))
+            faces = [(image_of[k], meas[k].points) for k in face_rows]  # (original image, (5, 2) landmarks)
             crops = np.stack([meas[k].crop for k in face_rows]) if face_rows else np.zeros((0, 112, 112, 3), np.uint8)
-            emb_faces = embed_crops(crops, embedder, batch)
+            emb_faces = embed_faces(faces, crops, embedder, batch)
+            attrs = dict(zip(face_rows, classify_faces(faces, classifier)))
+            del pixels, image_of, faces
             dim = anchors.shape[1]
             emb = np.zeros((len(rows), dim), dtype=np.float32)
             if face_rows:
@@ -133,7 +154,6 @@ class CurateStage(Stage):
             others = np.delete(anchors, own, axis=0)
             other_ids = [i for i in ids if i != ident]
             sims = identity_similarities(emb, has_face, anchors[own], others, other_ids)
-            attrs = dict(zip(face_rows, _attributes(classifier, crops)))
 
             files: list[Path] = []
             out_rows = []

@@ -102,7 +102,8 @@ class IdentitiesStage(Stage):
     name = "identities"
     upstream = ()
     config_keys = ("identity", "face", "attributes")
-    ignore_keys = ("identity.batch_size", "identity.source.batch_size")
+    ignore_keys = ("identity.batch_size", "identity.source.batch_size", "face.batch_size",
+                   "face.detector.batch_size", "face.embedder.batch_size", "attributes.classifier.batch_size")
 
     def __init__(self) -> None:
         self._models: tuple[Any, Any] | None = None

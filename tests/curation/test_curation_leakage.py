@@ -42,7 +42,8 @@ def test_real_faces_are_flagged_in_a_synthetic_set(curated_root, fake_upstream, 
 
     from gandiff.config import package_file
     from gandiff.pipeline import run_stage
-    from conftest import compose_at
+
+    from .conftest import compose_at
 
     gallery = tmp_path / "gallery"
     gallery.mkdir()
