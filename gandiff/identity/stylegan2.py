@@ -269,20 +269,27 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
-    """z (N, z_dim), c (N, c_dim) -> image (N, img_channels, R, R) in about [-1, 1]."""
+    """z (N, z_dim), c (N, c_dim) -> image (N, img_channels, R, R) in about [-1, 1].
+
+    The keyword arguments are NVlabs' ``init_kwargs`` as stored in their pickles (``mapping_kwargs`` and
+    the synthesis network's own), so a checkpoint's hyper-parameters rebuild it unchanged. StyleGAN3's
+    generator is this class with its own mapping and synthesis networks.
+    """
 
     arch = "stylegan2"
+    mapping_cls: type[nn.Module] = MappingNetwork
+    synthesis_cls: type[nn.Module] = SynthesisNetwork
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
                  mapping_kwargs: dict | None = None, **synthesis_kwargs):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
+        self.synthesis = self.synthesis_cls(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                            **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                      **dict(mapping_kwargs or {}))
+        self.mapping = self.mapping_cls(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                        **dict(mapping_kwargs or {}))
 
     def forward(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                 noise_mode: str = "const", generator=None):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gandiff.identity.filters import filtered_lrelu, lowpass_filter
+from gandiff.identity import stylegan2
 from gandiff.identity.stylegan2 import FullyConnectedLayer
 
 
@@ -237,19 +238,12 @@ class SynthesisNetwork(nn.Module):
         return x.to(torch.float32)
 
 
-class Generator(nn.Module):
-    arch = "stylegan3"
+class Generator(stylegan2.Generator):
+    """z (N, z_dim), c (N, c_dim) -> image (N, img_channels, R, R); StyleGAN3 mapping and synthesis."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
-                 mapping_kwargs: dict | None = None, **synthesis_kwargs):
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
-        self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                      **dict(mapping_kwargs or {}))
+    arch = "stylegan3"
+    mapping_cls = MappingNetwork
+    synthesis_cls = SynthesisNetwork
 
     def forward(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, **_unused):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
