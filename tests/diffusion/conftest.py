@@ -43,9 +43,10 @@ class FakeIdentitiesStage(Stage):
         return {"identities": len(keys)}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def fake_identities_stage():
-    """Route the ``identities`` stage to the fake one for this test folder's session."""
+    """Route the ``identities`` stage to the fake one while this folder's tests run (package scope: a
+    session-scoped patch would outlive the folder and hand the fake to every later test)."""
     mp = pytest.MonkeyPatch()
     mp.setitem(STAGE_CLASSES, "identities", f"{__name__}:FakeIdentitiesStage")
     yield

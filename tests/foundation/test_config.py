@@ -39,7 +39,12 @@ def _mandatory_overrides(group: str, option: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))])
 def test_every_group_option_composes(group, option):
-    cfg = compose([f"{group}={option}", *_mandatory_overrides(group, option)])
+    try:
+        cfg = compose([f"{group}={option}", *_mandatory_overrides(group, option)])
+    except ConfigError as e:  # an option whose models ship in an optional extra (face=dlib)
+        if "is not installed" not in str(e):
+            raise
+        pytest.skip(str(e))
     assert OmegaConf.select(cfg, group) is not None or group == "launcher"
 
 
