@@ -254,6 +254,10 @@ class ItemStore:
         """The keys that are not done (missing, or whose files no longer match their record)."""
         return [k for k in keys if not self.is_done(k)]
 
+    def unrecorded(self, keys: Iterable[str]) -> list[str]:
+        """The keys with no record at all (cheap: no file is read). ``pending`` also re-checks files."""
+        return [k for k in keys if not self._row_path(k).exists()]
+
     def rows(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
         return [self.get(k) for k in (self.keys() if keys is None else keys)]
 

@@ -301,13 +301,14 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     )
     if todo:
         stage.process(ctx, todo)
-        still = ctx.items.pending(todo)
+        still = ctx.items.unrecorded(todo)
         if still:
             raise StageError(f"stage {name!r} did not record {len(still)} items, e.g. {still[:3]}")
     timing = {"seconds": round(time.time() - t0, 3), "cpu_seconds": round(time.process_time() - c0, 3)}
 
+    # Other shards' items: their records are written last, after their files, so a record means done.
     mine_set = set(mine)
-    missing = ctx.items.pending([k for k in keys if k not in mine_set])
+    missing = ctx.items.unrecorded([k for k in keys if k not in mine_set])
     if missing:
         atomic_write_json(out_dir / "shards" / f"{shard_index}-of-{shard_count}.json",
                           {"items": len(mine), "made": len(todo), **timing})
