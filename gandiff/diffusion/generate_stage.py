@@ -94,7 +94,7 @@ def plan_group(
 
 class GenerateStage(Stage):
     name = "generate"
-    upstream = ("dreambooth", "identities")
+    upstream = ("dreambooth",)  # the identities reach it through the adapters' manifest
     config_keys = ("prompts", "generation")
     # generation.replay makes nothing new. batch_size and identities_per_group are NOT here: they decide
     # which images share a batch, and batched float math rounds differently (off-by-one pixel values).
