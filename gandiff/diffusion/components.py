@@ -7,7 +7,8 @@ through ``diffusers``' own loader, so the tiny model the demo builds and real we
 
 Built-in bases (``builtin:<name>``) are made from code on first use into a cache folder and then
 loaded from there like any diffusers folder: ``builtin:tiny-sd`` (random weights, 64x64 images, used
-by the demo and the tests; it renders noise). ``build_sd15_random_components`` builds SD 1.5-sized
+by the tests; it renders noise). The demo's base is a trained folder that ships in the package,
+``gandiff/assets/miniature_sd`` (see ``gandiff.diffusion.miniature``). ``build_sd15_random_components`` builds SD 1.5-sized
 modules with random weights in memory, for GPU throughput checks without a download.
 """
 

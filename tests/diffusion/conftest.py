@@ -88,6 +88,7 @@ def compose_run(root: Path, base: Path, *overrides: str):
         [
             f"paths.root={root}",
             "logger=none",
+            "prompts=gandiff",
             f"dreambooth.base={base}",
             "identity.num=4",
             "dreambooth.steps=3",
