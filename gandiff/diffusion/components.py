@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from gandiff.devices import torch_device as resolve_device  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -80,26 +82,19 @@ class Components:
         return pipe
 
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP last hidden states, as SD 1.x conditions on them: (N, 77, D)."""
-        ids = self.tokenizer(
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids padded / truncated to the tokenizer's 77, on the CPU: (N, 77) int64."""
+        return self.tokenizer(
             prompts,
             padding="max_length",
             max_length=self.tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
-        ).input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
+        ).input_ids
 
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the first CUDA device when there is one, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available on this machine; use device=cpu or auto")
-    return dev
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP last hidden states, as SD 1.x conditions on them: (N, 77, D)."""
+        return self.text_encoder(self.tokenize(prompts).to(self.device))[0]
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

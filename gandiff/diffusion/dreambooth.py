@@ -399,13 +399,7 @@ def train_group(
         | ({classes[d.class_key].prompt for d in identities} if s.prior_weight > 0 else set())
     )
     if text_encoder_trained:
-        ids = comps.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=comps.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        ids = comps.tokenize(prompts)
         text = dict(zip(prompts, ids))
     else:
         text = dict(zip(prompts, comps.encode_text(prompts).float().cpu()))

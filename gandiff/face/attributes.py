@@ -33,6 +33,7 @@ import numpy as np
 
 # face_chip and DLIB_CHIP_TEMPLATE live with the other alignments; imported here for the classifiers (and
 # for callers that found them here first).
+from gandiff.devices import torch_device
 from gandiff.face.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, face_chip  # noqa: F401
 from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
 
@@ -218,9 +219,7 @@ class FairFaceClassifier(_ChipClassifier):
         except (RuntimeError, TypeError, AttributeError) as e:
             raise ModelFileError(f"{config_key}={str(path)!r}: not a FairFace ResNet-34 state dict with an 18-way fc "
                                  f"({str(e).splitlines()[0][:160]})") from None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
 

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from gandiff.devices import torch_device
 from gandiff.face.onnx_models import ModelFileError, OnnxModel
 from gandiff.face.types import Detection
 
@@ -338,9 +339,7 @@ class MTCNNDetector:
             raise ValueError(f"{config_key}.factor={factor}: the pyramid scale step must be in (0, 1)")
         if float(minsize) < 12:
             raise ValueError(f"{config_key}.minsize={minsize}: must be >= 12 (P-Net's window is 12 pixels)")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.nets = load_nets({"pnet": pnet_path, "rnet": rnet_path, "onet": onet_path}, config_key, self.device)
         self.minsize, self.thresholds, self.factor = float(minsize), tuple(thresholds), float(factor)
         self.min_face_size, self.max_faces = float(min_face_size), int(max_faces)

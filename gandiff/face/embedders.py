@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from gandiff.devices import torch_device
 from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,7 @@ class TorchEmbedder:
                 raise ModelFileError(f"{config_key}={str(path)!r}: does not match the module "
                                      f"({len(missing)} missing keys e.g. {missing[:3]}, {len(unexpected)} unexpected "
                                      f"e.g. {unexpected[:3]})")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.module = module.to(self.device).eval()
         self.mean = torch.as_tensor(np.asarray(mean, np.float32).reshape(-1, 1, 1), device=self.device)
         self.std = torch.as_tensor(np.asarray(std, np.float32).reshape(-1, 1, 1), device=self.device)

@@ -70,12 +70,10 @@ def to_uint8_images(x) -> np.ndarray:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else is passed through."""
-    if device == "auto":
-        import torch
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; see ``gandiff.devices.torch_device``."""
+    from gandiff.devices import torch_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(torch_device(device))
 
 
 def batched(n: int, batch_size: int):
