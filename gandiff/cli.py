@@ -63,12 +63,13 @@ def _help() -> str:
 
 def _task(cfg: Any, command: str) -> dict[str, Any] | None:
     """The Hydra task: validate, open the tracker, run the stage(s). User errors become one line."""
+    from hydra.errors import InstantiationException
     from omegaconf import OmegaConf
 
     from gandiff.config import validate
+    from gandiff.errors import UserError
     from gandiff.log import setup_logging
-    from gandiff.pipeline import StageError, run_pipeline, run_stage
-    from gandiff.schema import ConfigError
+    from gandiff.pipeline import run_pipeline, run_stage
     from gandiff.tracking import open_tracker
 
     setup_logging()
@@ -85,8 +86,14 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
                 results = run_pipeline(cfg, tracker=tracker)
             else:
                 results = [run_stage(cfg, cfg.stage, tracker=tracker)]
-    except (ConfigError, StageError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         log.error("%s", e)
+        raise SystemExit(2) from None
+    except InstantiationException as e:  # a model that could not be built: say why in one line if we can
+        cause = e.__cause__
+        if not isinstance(cause, (UserError, FileNotFoundError)):
+            raise
+        log.error("%s", cause)
         raise SystemExit(2) from None
     except NotImplementedError as e:
         log.error("%s", e)

@@ -32,7 +32,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gandiff.artifacts import ItemStore, atomic_write_json, config_hash, read_json, remove_stale_tmp, select_shard
+from gandiff.artifacts import (
+    ItemStore,
+    atomic_write_json,
+    config_hash,
+    read_json,
+    remove_stale_tmp,
+    select_shard,
+)
+from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,7 @@ STAGE_CLASSES: dict[str, str] = {
 }
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A problem the user can fix (missing input, stale output, bad file); printed as one line."""
 
 

@@ -29,13 +29,14 @@ from gandiff.datasets.imagefolder import IMAGE_SUFFIXES, find_metadata, read_met
 from gandiff.datasets.recordio import RecordIOReader
 from gandiff.datasets.sample import Sample, decode_image
 from gandiff.datasets.webdataset import index_tar
+from gandiff.errors import UserError
 
 FORMATS = ("recordio", "imagefolder", "webdataset")
 DATASET_JSON = "dataset.json"  # written by the export stage at the root of an export
 IDENTITIES_CSV = "identities.csv"  # label -> identity id (+ attributes), beside train.rec
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(UserError, ValueError):
     """An export that holds no images (curation selected none); the message says why."""
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from gandiff.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # The insightface threshold grids (squared L2 distance between unit vectors lies in [0, 4]).
@@ -49,7 +51,7 @@ STANDARD_BINS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_
 # --------------------------------------------------------------------------------------------- .bin files
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A pickle asked for a global that a data file has no reason to need (it could run code)."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gandiff.errors import UserError
+
 # PIL's own decompression-bomb limit is ~89 Mpx (warns) / 179 Mpx (raises). 120 Mpx covers any camera;
 # beyond it a file is refused with a message rather than exhausting memory on a shared node.
 MAX_PIXELS = 120_000_000
@@ -20,7 +22,7 @@ MAX_PIXELS = 120_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image that cannot be read or converted; the message names the file and the problem."""
 
 

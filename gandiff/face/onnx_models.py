@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gandiff.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file that is missing or not the model a config key asks for (one line, for the user)."""
 
 

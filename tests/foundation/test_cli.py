@@ -44,3 +44,10 @@ def test_unknown_key_and_unknown_command(tmp_path):
     assert out.returncode != 0 and "nmu" in out.stderr and "Traceback" not in out.stderr
     out = run("identitis", root=tmp_path)
     assert out.returncode == 2 and "unknown command 'identitis'" in out.stderr
+
+
+def test_missing_model_file_is_one_line_naming_the_key(tmp_path):
+    out = run("identities", "face.embedder.model_path=/nope/sface.onnx", root=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and "face.embedder.model_path='/nope/sface.onnx': no such file" in errors[0]
