@@ -315,7 +315,8 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
     rep.table(_stage_rows(stage_records), ["stage", "key", "seconds", "summary"])
     if metrics.get("export_status") == "empty":
         rep.text(f"The exported dataset is EMPTY: {metrics.get('export_reason')}. Its score distributions, "
-                 "fairness and the recognizer trained on it are not measured; the GAN identities still are.")
+                 "fairness and the recognizer trained on it are not measured; the GAN identities and every "
+                 "generated image with a face (generate-face, before selection) still are.")
 
     grid = sample_grid_rows(identities_dir, generate_dir, curate_dir)
     if grid:
@@ -327,7 +328,8 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
     dist_rows = []
     for which in ("face", "recognizer"):
         series = []
-        for kind, label in (("export", "diffusion (export)"), ("gan", "GAN variations")):
+        for kind, label in (("export", "diffusion (export)"), ("generate", "diffusion (all generated faces)"),
+                            ("gan", "GAN variations")):
             key = f"{kind}-{which}"
             r = items.get(key)
             if not r:
@@ -352,8 +354,9 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
     comps = [{"comparison": k, "kind": kind, **(v.get(kind) or {})} for k, v in metrics.get("comparisons", {}).items()
              for kind in ("mated", "nonmated")]
     if comps:
-        rep.text("Diffusion variations against GAN-only variations of the same identities (GANDiffFace's claim: "
-                 "diffusion adds intra-class variation, i.e. lower and wider mated scores).")
+        rep.text("Diffusion variations (diffusion_vs_gan: the exported selection; generated_vs_gan: every "
+                 "generated image with a face, before selection) against GAN-only variations of the same identities "
+                 "(GANDiffFace's claim: diffusion adds intra-class variation, i.e. lower and wider mated scores).")
         rep.table(comps)
     ref_rows = [{"item": k, "kind": kind, **((r.get("reference") or {}).get("distances", {}).get(kind) or {})}
                 for k, r in items.items() if r.get("reference") for kind in ("mated", "nonmated")]

@@ -7,6 +7,10 @@ What it measures (each an item, so a killed run resumes and a shard can take som
   histogram (``benchmark.reference_distribution``), and fairness over the identities' attribute groups;
 - ``gan-<embedder>``: the same for the identities stage's GAN images (anchor + latent-edit variations), so
   the report can set GAN-only variation against the diffusion variation the paper argues for;
+- ``generate-face``: the same for ALL generated (diffusion) images in which the curate stage found a face,
+  before selection, from the curate stage's own embeddings (``scores.parquet`` rows with ``status == "ok"``,
+  ``embeddings.npy`` row ``embedding_row``; computed with ``face.embedder``, so only the ``face`` embedder):
+  the diffusion side of GAN-vs-diffusion even when selection keeps nothing (the export is then empty);
 - ``heldout-recognizer``: the trained recognizer on the held-out pairs the train stage wrote
   (``heldout.bin``), with the insightface 10-fold protocol;
 - ``bin-<name>``: each configured verification ``.bin`` (LFW, CFP-FP, AgeDB-30 ...), ``lfw-pairs``: LFW
@@ -16,8 +20,8 @@ Embedders: ``face`` is the face toolkit's embedder (``face.embedder``: SFace off
 network the train stage exported (``train/<key>/backbone.onnx``, insightface ONNX layout, flip-fused as in
 insightface's tests when ``benchmark.flip``).
 
-Upstream: ``identities`` (GAN images and attributes), ``export`` (the dataset) and ``train`` (the recognizer).
-``curate`` is not read: the export carries everything about the selected images.
+Upstream: ``identities`` (GAN images and attributes), ``curate`` (scores and embeddings of every generated
+image, for ``generate-face``), ``export`` (the dataset) and ``train`` (the recognizer).
 
 An empty export (the demo's untrained diffusion model makes noise that curation rejects) is an outcome,
 not an error: its items are recorded with ``status: "empty"`` and the reason, ``metrics.json`` says so at
@@ -65,7 +69,7 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 class EvaluateStage(Stage):
     name = "evaluate"
-    upstream = ("identities", "export", "train")
+    upstream = ("identities", "curate", "export", "train")
     config_keys = ("benchmark", "face")
     ignore_keys = ("benchmark.batch_size", "face.batch_size", "face.match_threshold")
 
@@ -79,6 +83,8 @@ class EvaluateStage(Stage):
         keys = [f"export-{e}" for e in embedders]
         if b.gan_variations:
             keys += [f"gan-{e}" for e in embedders]
+        if "face" in embedders:  # the curate stage's embeddings are face.embedder's
+            keys.append("generate-face")
         if "recognizer" in embedders:
             keys.append("heldout-recognizer")
             keys += [f"bin-{name}" for name in b.bin_paths()]
@@ -93,7 +99,7 @@ class EvaluateStage(Stage):
         for key in keys:
             kind, _, which = key.partition("-")
             try:
-                if kind in ("export", "gan"):
+                if kind in ("export", "gan", "generate"):
                     row, files = self._distribution(ctx, key, kind, which)
                 elif kind == "heldout":
                     row, files = self._heldout(ctx, key)
@@ -169,6 +175,41 @@ class EvaluateStage(Stage):
 
     # ----------------------------------------------------------------------------------------- data
 
+    def _identity_table(self, ctx: StageContext) -> tuple[list[str], dict[str, dict]]:
+        """(identity ids in table order, attributes per id) from the identities stage's table."""
+        if "identity_table" not in self._cache:
+            rows = read_table(ctx.input_dir("identities") / "identities.parquet")
+            self._cache["identity_table"] = ([str(r["id"]) for r in rows],
+                                             {str(r["id"]): {**(r.get("attributes") or {}), **r} for r in rows})
+        return self._cache["identity_table"]
+
+    def _generated_embeddings(self, ctx: StageContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The curate stage's embeddings of every generated image with a face (before selection):
+        (embeddings (N, D) L2-normalised, labels (N,) indexing the identity table, facts)."""
+        from gandiff.datasets.readers import EmptyDatasetError
+
+        folder = ctx.input_dir("curate")
+        rows = read_table(folder / "scores.parquet")
+        emb_path = folder / "embeddings.npy"
+        emb = np.load(emb_path, allow_pickle=False) if rows else np.zeros((0, 0), np.float32)
+        ids, _ = self._identity_table(ctx)
+        pos = {i: k for k, i in enumerate(ids)}
+        ok = [r for r in rows if r.get("status") == "ok"]
+        unknown = sorted({str(r["id"]) for r in ok} - set(pos))
+        if unknown:
+            raise StageError(f"{folder / 'scores.parquet'}: identities {unknown[:5]} are not in the identities "
+                             "stage's table (curate was built from another identities run)")
+        if not ok:
+            raise EmptyDatasetError(f"{folder / 'scores.parquet'}: none of the {len(rows)} generated images had a "
+                                    "face")
+        at = np.asarray([int(r["embedding_row"]) for r in ok], np.int64)
+        if emb.ndim != 2 or len(emb) != len(rows):
+            raise StageError(f"{emb_path}: shape {emb.shape} does not match the {len(rows)} rows of scores.parquet")
+        e = emb[at].astype(np.float32)
+        e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        labels = np.asarray([pos[str(r["id"])] for r in ok], np.int64)
+        return e, labels, {"dataset": str(folder), "generated": len(rows), "without_face": len(rows) - len(ok)}
+
     def _gan_faces(self, ctx: StageContext) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, dict], int]:
         """Identities stage images aligned to 112x112: (faces (N,112,112,3), labels (N,), ids, attributes, undetected)."""
         if "gan" in self._cache:
@@ -179,9 +220,7 @@ class EvaluateStage(Stage):
         from gandiff.face.images import read_image
 
         folder = ctx.input_dir("identities")
-        rows = read_table(folder / "identities.parquet")
-        ids = [str(r["id"]) for r in rows]
-        attrs = {str(r["id"]): {**(r.get("attributes") or {}), **r} for r in rows}
+        ids, attrs = self._identity_table(ctx)
         detector = self._detector(ctx)
         faces, labels, missed = [], [], 0
         for label, ident in enumerate(ids):
@@ -206,11 +245,19 @@ class EvaluateStage(Stage):
 
     def _embed_source(self, ctx: StageContext, kind: str, embedder: Any
                       ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, dict], dict[str, Any]]:
-        """(embeddings, labels, identity ids, identity attributes, facts) of the export or the GAN images."""
+        """(embeddings, labels, identity ids, identity attributes, facts) of the export, the GAN images or the
+        generated images (``generate``: the curate stage's embeddings, ``embedder`` is not run)."""
         from gandiff.evaluation.distributions import embed_dataset
         from gandiff.evaluation.verification import embed_images
 
         b = self._bench(ctx)
+        if kind == "generate":
+            emb, labels, facts = self._generated_embeddings(ctx)
+            if b.max_images is not None and len(emb) > int(b.max_images):
+                keep = np.sort(np.random.default_rng(int(ctx.cfg.seed)).choice(len(emb), int(b.max_images), False))
+                emb, labels = emb[keep], labels[keep]
+            ids, attrs = self._identity_table(ctx)
+            return emb, labels, ids, attrs, facts
         if kind == "gan":
             faces, labels, ids, attrs, missed = self._gan_faces(ctx)
             if b.max_images is not None and len(faces) > int(b.max_images):
@@ -377,14 +424,15 @@ class EvaluateStage(Stage):
 
         rows = {r["key"]: r for r in ctx.items.rows(keys)}
         comparisons: dict[str, Any] = {}
-        for which in ("face", "recognizer"):
-            a, g = rows.get(f"export-{which}"), rows.get(f"gan-{which}")
+        pairs = [(f"diffusion_vs_gan/{w}", f"export-{w}", f"gan-{w}") for w in ("face", "recognizer")]
+        pairs.append(("generated_vs_gan/face", "generate-face", "gan-face"))
+        for name, ka, kg in pairs:
+            a, g = rows.get(ka), rows.get(kg)
             if a and g and a.get("status") == "ok" and g.get("status") == "ok":
-                sa = np.load(ctx.dir / "scores" / f"export-{which}.npz")
-                sg = np.load(ctx.dir / "scores" / f"gan-{which}.npz")
-                comparisons[f"diffusion_vs_gan/{which}"] = {
-                    "mated": compare_samples(sa["mated"], sg["mated"]),
-                    "nonmated": compare_samples(sa["nonmated"], sg["nonmated"])}
+                sa = np.load(ctx.dir / "scores" / f"{ka}.npz")
+                sg = np.load(ctx.dir / "scores" / f"{kg}.npz")
+                comparisons[name] = {"mated": compare_samples(sa["mated"], sg["mated"]),
+                                     "nonmated": compare_samples(sa["nonmated"], sg["nonmated"])}
         export_rows = [r for k, r in rows.items() if k.startswith("export-")]
         empty = next((r for r in export_rows if r.get("status") == "empty"), None)
         metrics = {

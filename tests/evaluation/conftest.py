@@ -1,4 +1,4 @@
-"""Fixtures: fake upstream stage folders in their real formats (identities, export, train)."""
+"""Fixtures: fake upstream stage folders in their real formats (identities, curate, export, train)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,34 @@ def make_export(folder: Path, n_ids: int = 5, per_id: int = 3, seed: int = 1, em
     return folder
 
 
+def make_curate(folder: Path, n_ids: int = 6, per_id: int = 4, dim: int = 128, seed: int = 2,
+                 faces: bool = True) -> Path:
+    """The curate stage's merge outputs: ``scores.parquet`` (one row per generated image in (id, image_id) order,
+    ``status`` ok / no_face / unreadable, ``embedding_row``) and ``embeddings.npy`` (zero rows where no face).
+
+    Every identity's last image has no face and the last identity has none at all (``faces=False``: no image
+    has one), so ``n_ids - 1`` identities with ``per_id - 1`` faces each are measurable."""
+    from gandiff.artifacts import write_table
+
+    rng = np.random.default_rng(seed)
+    rows, embs = [], []
+    for i in range(n_ids):
+        ident = f"id_{i:06d}"
+        centre = rng.normal(size=dim)
+        for j in range(per_id):
+            has_face = faces and i < n_ids - 1 and j < per_id - 1
+            status = "ok" if has_face else ("unreadable" if j == per_id - 1 and i == 0 else "no_face")
+            rows.append({"id": ident, "image_id": f"{j:03d}", "path": f"images/{ident}/{j:03d}.png", "status": status,
+                         "crop": f"crops/{ident}/{j:03d}.png" if has_face else "", "anchor_sim": 0.5 if has_face else None,
+                         "embedding_row": len(rows)})
+            e = centre + rng.normal(scale=0.8, size=dim) if has_face else np.zeros(dim)
+            embs.append(e / max(np.linalg.norm(e), 1e-12) if has_face else e)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "embeddings.npy", np.asarray(embs, np.float32))
+    write_table(folder / "scores.parquet", rows)
+    return folder
+
+
 def make_onnx_recognizer(path: Path, dim: int = 16, seed: int = 0) -> Path:
     """A tiny insightface-layout recognizer: (N, 3, 112, 112) float -> (N, dim) (4x4 average pool + linear)."""
     import onnx
@@ -109,9 +137,15 @@ def upstream(tmp_path):
 
 
 @pytest.fixture
+def curate(tmp_path):
+    """The curate folder of the same run (scores of every generated image, before selection)."""
+    return make_curate(tmp_path / "curate")
+
+
+@pytest.fixture
 def builders():
     """The folder builders above, for tests that need other sizes (tests/ is not a package)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(identities=make_identities, export=make_export, train=make_train,
+    return SimpleNamespace(identities=make_identities, export=make_export, train=make_train, curate=make_curate,
                            onnx_recognizer=make_onnx_recognizer)

@@ -21,19 +21,19 @@ def _ctx(cfg, tmp_path, name, inputs):
 
 
 @pytest.fixture
-def evaluated(tmp_path, upstream):
+def evaluated(tmp_path, upstream, curate):
     """An evaluate folder over the fake upstream, plus stage.json files for every upstream stage."""
     from gandiff.evaluation.stage import EvaluateStage
 
     ident, export, train = upstream
     cfg = compose(["paths.root=" + str(tmp_path / "runs"), "logger=none", "device=cpu"])
-    ctx = _ctx(cfg, tmp_path, "evaluate", {"identities": ident, "export": export, "train": train})
+    ctx = _ctx(cfg, tmp_path, "evaluate", {"identities": ident, "curate": curate, "export": export, "train": train})
     st = EvaluateStage()
     keys = st.items(ctx)
     st.process(ctx, keys)
     counts = st.merge(ctx, keys)
-    inputs = {"identities": ident, "export": export, "train": train, "evaluate": ctx.dir}
-    for s in ("dreambooth", "generate", "curate"):
+    inputs = {"identities": ident, "curate": curate, "export": export, "train": train, "evaluate": ctx.dir}
+    for s in ("dreambooth", "generate"):
         inputs[s] = tmp_path / s
         inputs[s].mkdir()
     for s, d in inputs.items():
@@ -75,18 +75,20 @@ def test_report_stage_writes_self_contained_html(tmp_path, evaluated):
     assert problems == [] and n == counts["images"]
     # samples, histograms + ROC/DET for both embedders, fairness bars (gender, age_bin of the GAN items)
     assert n >= 1 + 4 + 4
-    for needle in ("Stages", "Score distributions", "Fairness", "Benchmarks", "heldout-recognizer", "FDR", "GARBE"):
+    for needle in ("Stages", "Score distributions", "Fairness", "Benchmarks", "heldout-recognizer", "FDR", "GARBE",
+                   "generate-face", "generated_vs_gan/face"):
         assert needle in text
     md = (ctx.dir / "report.md").read_text()
     assert "![" in md and (ctx.dir / "assets" / "samples.png").is_file()
-    assert len(logged["images"]) == n and logged["tables"][0][1] == 5 and logged["refs"] == ["dataset", "report"]
+    assert len(logged["images"]) == n and logged["tables"][0][1] == 6 and logged["refs"] == ["dataset", "report"]
 
 
 def test_report_of_an_empty_export_says_so(tmp_path, builders):
     from gandiff.evaluation.report import build_report
     from gandiff.evaluation.stage import EvaluateStage
 
-    inputs = {"identities": builders.identities(tmp_path / "identities", n_ids=2, per_id=2),
+    inputs = {"identities": builders.identities(tmp_path / "identities", n_ids=3, per_id=2),
+              "curate": builders.curate(tmp_path / "curate", n_ids=3, per_id=3),
               "export": builders.export(tmp_path / "export", empty=True),
               "train": builders.train(tmp_path / "train", with_model=False)}
     cfg = compose(["paths.root=" + str(tmp_path / "runs"), "logger=none", "device=cpu"])
@@ -97,6 +99,8 @@ def test_report_of_an_empty_export_says_so(tmp_path, builders):
     rep = build_report("t", {}, ctx.dir, identities_dir=inputs["identities"])
     text = rep.to_html()
     assert "The exported dataset is EMPTY" in text and R.html_images_ok(text)[1] == []
+    # the diffusion side is still shown, from every generated face before selection, beside the GAN side
+    assert "generate-face" in text and "gan-face" in text and "generated_vs_gan/face" in text
 
 
 def test_report_opens_in_chromium(tmp_path, evaluated):

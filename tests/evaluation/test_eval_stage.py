@@ -26,10 +26,11 @@ def _run(tmp_path, inputs, overrides=()):
     return out, keys, counts
 
 
-def test_evaluate_stage_measures_everything(tmp_path, upstream):
+def test_evaluate_stage_measures_everything(tmp_path, upstream, curate):
     ident, export, train = upstream
-    out, keys, counts = _run(tmp_path, {"identities": ident, "export": export, "train": train})
-    assert keys == ["export-face", "export-recognizer", "gan-face", "gan-recognizer", "heldout-recognizer"]
+    out, keys, counts = _run(tmp_path, {"identities": ident, "curate": curate, "export": export, "train": train})
+    assert keys == ["export-face", "export-recognizer", "gan-face", "gan-recognizer", "generate-face",
+                    "heldout-recognizer"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["export_status"] == "ok"
     ex = m["items"]["export-face"]
@@ -43,30 +44,54 @@ def test_evaluate_stage_measures_everything(tmp_path, upstream):
     assert set(fair["gender"]["differentials"]["groups"]) == {"female", "male"}
     held = m["items"]["heldout-recognizer"]
     assert held["status"] == "ok" and held["benchmark"]["num_pairs"] == 40 and len(held["fold_accuracy"]) == 10
-    assert set(m["comparisons"]) == {"diffusion_vs_gan/face", "diffusion_vs_gan/recognizer"}
+    # every generated image with a face, before selection: 5 identities x 3 faces (no-face rows skipped)
+    gen = m["items"]["generate-face"]
+    assert gen["status"] == "ok" and gen["num_images"] == 15 and gen["num_identities"] == 5
+    assert gen["mated_pairs"] == 5 * 3 and gen["nonmated_pairs"] == 15 * 14 // 2 - 15
+    assert gen["generated"] == 24 and gen["without_face"] == 9 and gen["embedder"] == ex["embedder"]
+    assert 0 <= gen["summary"]["eer"] <= 1 and gen["summary"]["d_prime"] > 0  # clustered fake embeddings
+    assert set(gen["fairness"]) == {"gender", "age_bin"}
+    g = np.load(out / "scores" / "generate-face.npz")
+    assert len(g["mated"]) == 15 and len(g["nonmated"]) == 90 and (out / "histograms" / "generate-face.json").is_file()
+    assert set(m["comparisons"]) == {"diffusion_vs_gan/face", "diffusion_vs_gan/recognizer", "generated_vs_gan/face"}
     s = np.load(out / "scores" / "gan-face.npz")
     assert len(s["mated"]) == 36 and len(s["nonmated"]) == 24 * 23 // 2 - 36
     table = read_table(out / "metrics.parquet")
     assert [r["key"] for r in table] == keys and table[0]["images"] == 15
-    assert counts["export_empty"] is False and counts["skipped"] == 0
+    assert counts["export_empty"] is False and counts["skipped"] == 0 and 0 <= counts["generate-face/eer"] <= 1
 
 
 def test_evaluate_stage_empty_export_and_no_recognizer(tmp_path, builders):
     ident = builders.identities(tmp_path / "identities", n_ids=3, per_id=2)
+    curate = builders.curate(tmp_path / "curate", n_ids=3, per_id=3)
     export = builders.export(tmp_path / "export", empty=True)
     train = builders.train(tmp_path / "train", with_model=False)
-    out, keys, counts = _run(tmp_path, {"identities": ident, "export": export, "train": train})
+    out, keys, counts = _run(tmp_path, {"identities": ident, "curate": curate, "export": export, "train": train})
     m = json.loads((out / "metrics.json").read_text())
     assert m["export_status"] == "empty" and "curation selected no image" in m["export_reason"]
     assert m["items"]["export-face"]["status"] == "empty"
     assert m["items"]["gan-face"]["status"] == "ok"  # measured even though the export is empty
+    gen = m["items"]["generate-face"]  # so are the generated faces that selection rejected
+    assert gen["status"] == "ok" and gen["num_images"] == 4 and gen["mated_pairs"] == 2 and gen["nonmated_pairs"] == 4
+    assert 0 <= gen["summary"]["eer"] <= 1
     for k in ("export-recognizer", "gan-recognizer", "heldout-recognizer"):
         assert m["items"][k]["status"] == "skipped" and "the export is empty" in m["items"][k]["reason"]
     assert counts["export_empty"] is True and counts["skipped"] == 4
-    assert m["comparisons"] == {}
+    assert set(m["comparisons"]) == {"generated_vs_gan/face"}
 
 
-def test_evaluate_stage_bins_and_reference(tmp_path, upstream):
+def test_generated_faces_without_any_face_are_an_empty_item(tmp_path, builders):
+    ident = builders.identities(tmp_path / "identities", n_ids=3, per_id=2)
+    curate = builders.curate(tmp_path / "curate", n_ids=3, per_id=2, faces=False)
+    export = builders.export(tmp_path / "export", empty=True)
+    out, keys, _ = _run(tmp_path, {"identities": ident, "curate": curate, "export": export},
+                        ["benchmark.embedders=[face]", "benchmark.gan_variations=false"])
+    assert keys == ["export-face", "generate-face"]
+    gen = json.loads((out / "metrics.json").read_text())["items"]["generate-face"]
+    assert gen["status"] == "empty" and "none of the 6 generated images had a face" in gen["reason"]
+
+
+def test_evaluate_stage_bins_and_reference(tmp_path, upstream, curate):
     from gandiff.evaluation.distributions import ScoreHistogram
 
     ident, export, train = upstream
@@ -74,10 +99,10 @@ def test_evaluate_stage_bins_and_reference(tmp_path, upstream):
     ScoreHistogram.from_scores(np.random.default_rng(0).normal(0.6, 0.1, 500),
                                np.random.default_rng(1).normal(0.0, 0.1, 5000), bins=100,
                                metadata={"embedder": "other", "dataset": "real"}).save(ref)
-    out, keys, _ = _run(tmp_path, {"identities": ident, "export": export, "train": train},
+    out, keys, _ = _run(tmp_path, {"identities": ident, "curate": curate, "export": export, "train": train},
                         [f"+benchmark.verification.mini={train / 'heldout.bin'}", f"benchmark.reference_distribution={ref}",
                          "benchmark.embedders=[face,recognizer]", "benchmark.gan_variations=false"])
-    assert "bin-mini" in keys and "gan-face" not in keys
+    assert "bin-mini" in keys and "gan-face" not in keys and "generate-face" in keys
     m = json.loads((out / "metrics.json").read_text())
     assert m["items"]["bin-mini"]["benchmark"] == pytest.approx(m["items"]["heldout-recognizer"]["benchmark"])
     r = m["items"]["export-face"]["reference"]
