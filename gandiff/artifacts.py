@@ -196,12 +196,13 @@ class ItemStore:
     uninterrupted run end with the same bytes.
     """
 
-    def __init__(self, stage_dir: str | os.PathLike, verify: str = "sha256"):
+    def __init__(self, stage_dir: str | os.PathLike, verify: str = "sha256", readonly: bool = False):
         if verify not in ("sha256", "size"):
             raise ValueError(f"verify={verify!r}: must be 'sha256' or 'size'")
         self.stage_dir = Path(stage_dir)
         self.dir = self.stage_dir / "items"
         self.verify = verify
+        self.readonly = readonly  # a DDP follower's view: ``put`` records nothing (the leader records)
 
     def _row_path(self, key: str) -> Path:
         if not key or "/" in key or key.startswith("."):
@@ -209,6 +210,8 @@ class ItemStore:
         return self.dir / f"{key}.json"
 
     def put(self, key: str, row: dict[str, Any], files: Sequence[str | os.PathLike] = ()) -> None:
+        if self.readonly:
+            return
         recs = []
         for f in files:
             p = Path(f)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
+from gandiff.distributed import is_leader
 from gandiff.pipeline import STAGE_ORDER
 
 log = logging.getLogger("gandiff")
+COMMAND_ENV = "GANDIFF_COMMAND"  # the stage a DDP rank re-launched by Lightning runs (see main)
 
 EXAMPLES = {
     "identities": "gandiff identities identity.num=100 'identity.target={gender: {male: 0.5, female: 0.5}}'",
@@ -79,7 +82,8 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
         if command == "generate" and cfg.generation.replay:
             return _replay(cfg)
         run_dir = OmegaConf.select(cfg, "paths.run_dir")
-        with open_tracker(cfg.logger.kind, f"{run_dir}/tracking", name=f"{cfg.experiment_name}-{cfg.stage}",
+        # DDP ranks > 0 write nothing, trackers included: the run is logged once, by rank 0.
+        with open_tracker(cfg.logger.kind if is_leader() else "none", f"{run_dir}/tracking", name=f"{cfg.experiment_name}-{cfg.stage}",
                           project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
                           config=OmegaConf.to_container(cfg, resolve=True), tags=list(cfg.logger.tags)) as tracker:
             if cfg.stage == "run":
@@ -116,12 +120,21 @@ def _replay(cfg: Any) -> dict[str, Any]:
     return {"generate": "replayed"}
 
 
+def _command(argv: list[str]) -> tuple[str, list[str]]:
+    """The command and its overrides. A DDP rank that Lightning re-launched has only overrides (its first
+    word holds '=' or is a Hydra flag): its command is the one its parent set in GANDIFF_COMMAND."""
+    inherited = os.environ.get(COMMAND_ENV)
+    if inherited and not is_leader() and ("=" in argv[0] or argv[0].startswith("-")):
+        return inherited, argv
+    return argv[0], argv[1:]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_help())
         return
-    cmd, rest = argv[0], argv[1:]
+    cmd, rest = _command(argv)
     if cmd in TOOLS:
         module, func = TOOLS[cmd][0].split(":")
         raise SystemExit(getattr(importlib.import_module(module), func)(rest) or 0)
@@ -143,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     def gandiff(cfg: Any) -> dict[str, Any] | None:  # Hydra names the job (and its log file) after this
         return _task(cfg, cmd)
 
-    # Hydra parses sys.argv itself (overrides, -m, --cfg ...).
-    sys.argv = [f"gandiff {cmd}", *rest]
+    # Hydra parses sys.argv itself (overrides, -m, --cfg ...). sys.argv[0] stays this program: Lightning's
+    # DDP launcher starts ranks 1..N-1 by running [python, sys.argv[0], *sys.argv[1:], hydra.run.dir=...],
+    # and those find the command in GANDIFF_COMMAND (see _command).
+    sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "gandiff", *rest]
+    os.environ[COMMAND_ENV] = cmd
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(gandiff)()
 
 

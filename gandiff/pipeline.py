@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -40,6 +41,7 @@ from gandiff.artifacts import (
     remove_stale_tmp,
     select_shard,
 )
+from gandiff.distributed import is_leader, process_rank
 from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class Stage:
     ignore_keys: tuple[str, ...] = ()
     # How items are checked on resume: "sha256" reads every file again, "size" only stats it.
     verify: str = "sha256"
+    # True: in a multi-process job (DDP) every process runs ``process`` (the leader alone records items,
+    # merges and writes stage.json); False: the leader runs the stage and the other processes skip it.
+    distributed: bool = False
 
     def items(self, ctx: StageContext) -> list[str]:
         raise NotImplementedError
@@ -98,6 +103,7 @@ class StageContext:
     shard_count: int
     items: ItemStore
     tracker: Any = None  # gandiff.tracking.Tracker or None
+    leader: bool = True  # False in DDP ranks > 0: write nothing (``items.put`` is a no-op there)
 
     def input_dir(self, stage: str) -> Path:
         if stage not in self.inputs:
@@ -262,6 +268,8 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     cache: dict[str, str] = {}
     key = stage_key(cfg, name, cache)
     forced = _parse_forced(_plain(cfg, "force_inputs"))
+    if not is_leader():
+        return _follow_stage(cfg, stage, key, cache, forced, tracker)
     inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream}
     out_dir = stage_dir(cfg, name, key)
     run_dir = Path(_plain(cfg, "paths.run_dir")).resolve()
@@ -357,6 +365,43 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     if tracker is not None:
         tracker.log_summary(name, counts)
     return {"stage": name, "status": "done", "dir": str(out_dir), **counts}
+
+
+def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str],
+                  tracker: Any) -> dict[str, Any]:
+    """A DDP rank > 0: take part in a distributed stage, write nothing; skip every other stage.
+
+    Ranks start either when the leader's Trainer launches them (the upstream stages are done by then)
+    or all at once (srun, torchrun): then a follower waits for the leader to finish the upstream stages.
+    """
+    name, rank = stage.name, process_rank()
+    if not stage.distributed:
+        log.debug("%s: rank %d skips it (rank 0 runs it)", name, rank)
+        return {"stage": name, "status": "follower"}
+    wait_s = float(os.environ.get("GANDIFF_FOLLOWER_WAIT_S", 24 * 3600))
+    t0, inputs = time.time(), {}
+    for u in stage.upstream:
+        while True:
+            try:
+                inputs[u] = _find_input(cfg, u, cache[u], forced)
+                break
+            except StageError:
+                if time.time() - t0 > wait_s:
+                    raise StageError(f"{name}: rank {rank} waited {wait_s:.0f} s for stage {u!r} to be finished "
+                                     "by rank 0 (GANDIFF_FOLLOWER_WAIT_S); is rank 0 running?") from None
+                time.sleep(5.0)
+    out_dir = stage_dir(cfg, name, key)
+    ctx = StageContext(
+        name=name, cfg=cfg, run_dir=Path(_plain(cfg, "paths.run_dir")).resolve(), dir=out_dir, key=key,
+        inputs=inputs, shard_index=int(_plain(cfg, "shard.index")), shard_count=int(_plain(cfg, "shard.count")),
+        items=ItemStore(out_dir, verify=stage.verify, readonly=True), tracker=None, leader=False,
+    )
+    keys = stage.items(ctx)
+    todo = ctx.items.pending(select_shard(keys, ctx.shard_index, ctx.shard_count))
+    if todo:
+        stage.process(ctx, todo)
+    log.debug("%s: rank %d done", name, rank)
+    return {"stage": name, "status": "follower", "dir": str(out_dir)}
 
 
 def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = None,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gandiff.errors import UserError
 from gandiff.recognition.augmentations import Transform, build_train_transform, sample_seed, seeded_call
 from gandiff.recognition.heldout import HeldoutSplit, build_pairs, split_heldout
 
@@ -36,6 +37,10 @@ MIN_PAIRS = 20  # fewer pairs than this make the 10-fold protocol meaningless
 
 class UnreadableImageError(RuntimeError):
     """Every image of a batch failed to decode: the reader, not the data, is probably at fault."""
+
+
+class TooFewImagesError(UserError, ValueError):
+    """The training split holds less than one global batch (the train stage skips, or stops, saying so)."""
 
 
 # --------------------------------------------------------------------------------------------- adapter
@@ -364,7 +369,7 @@ class FaceDataModule(L.LightningDataModule):
             ds = self.train_dataset()
             rank, world = self._rank_world()
             if len(ds) < self.batch_size * world:
-                raise ValueError(
+                raise TooFewImagesError(
                     f"{self.records.source}: {len(ds)} training images, fewer than one batch "
                     f"(trainer.batch_size={self.batch_size} x {world} devices): lower trainer.batch_size")
             sampler = SeededSampler(len(ds), self.batch_size, self.seed, rank, world)

@@ -51,6 +51,7 @@ class TrainStage(Stage):
     config_keys = ("recognizer", "trainer")
     # Speed only: workers, compilation, the validation batch size, how often the loss is checked for NaN.
     ignore_keys = ("trainer.num_workers", "trainer.compile", "trainer.val_batch_size", "trainer.nan_check_every")
+    distributed = True  # every DDP rank trains (trainer.strategy=ddp); rank 0 alone writes
 
     def items(self, ctx: StageContext) -> list[str]:
         return [MODEL]
@@ -66,20 +67,32 @@ class TrainStage(Stage):
                 raise StageError(f"train: cannot read the training data: {e}") from None
             dataset, where, num_images, num_ids, reason = None, str(ctx.input_dir("export")), 0, 0, str(e)
         if reason is not None:
-            msg = f"training skipped: {reason}; a margin head needs at least 2 identities"
-            if str(t.on_empty) == "error":
-                raise StageError(f"train: {msg} ({where}). Set trainer.on_empty=skip to go on without a model")
-            log.warning("%s (%s)", msg, where)
-            row = {"status": "skipped", "reason": reason, "num_images": num_images, "num_identities": num_ids}
-            atomic_write_json(ctx.dir / "metrics.json", row)
-            ctx.items.put(MODEL, row, ["metrics.json"])
+            self._skip(ctx, reason, where, num_images, num_ids, "; a margin head needs at least 2 identities")
             return
         log.info("train: %d images of %d identities from %s", num_images, num_ids, where)
-        metrics = self._train(ctx, dataset, where)
+        from gandiff.recognition.datamodule import TooFewImagesError
+
+        try:
+            metrics = self._train(ctx, dataset, where)
+        except TooFewImagesError as e:
+            self._skip(ctx, str(e), where, num_images, num_ids)
+            return
         row = {"status": "trained", "num_images": num_images, "num_identities": num_ids,
                "num_classes": metrics["num_classes"], "steps": metrics["steps"],
                "final_loss": metrics["final_loss"], "val_accuracy": metrics["val_accuracy"]}
         ctx.items.put(MODEL, row, ["backbone.pt", "backbone.onnx", "metrics.json"])
+
+    def _skip(self, ctx: StageContext, reason: str, where: str, num_images: int, num_ids: int,
+              why: str = "") -> None:
+        """No model. trainer.on_empty=skip records why (the stages after go on without one); error stops."""
+        msg = f"training skipped: {reason}{why}"
+        if str(ctx.cfg.trainer.on_empty) == "error":
+            raise StageError(f"train: {msg} ({where}). Set trainer.on_empty=skip to go on without a model")
+        log.warning("%s (%s)", msg, where)
+        row = {"status": "skipped", "reason": reason, "num_images": num_images, "num_identities": num_ids}
+        if ctx.leader:
+            atomic_write_json(ctx.dir / "metrics.json", row)
+        ctx.items.put(MODEL, row, ["metrics.json"])
 
     def _train(self, ctx: StageContext, dataset: Any, where: str) -> dict[str, Any]:
         import lightning as L

@@ -174,6 +174,7 @@ def fit_recognizer(module: RecognitionModule, datamodule: FaceDataModule, out_di
         "loss": history.loss,
         "val": list(module.val_history),
         "images_per_second": round(history.images_per_second, 2),
+        "world_size": int(trainer.world_size),
         "skipped_images": int(module.skipped_images),
         "skipped_examples": list(module.skipped_examples),
         "device": str(module.device),

@@ -59,6 +59,19 @@ class ToySum(Stage):
         ctx.items.put("total", {"n": len(rows)}, [ctx.dir / "total.json"])
 
 
+class ToyDistributedSum(ToySum):
+    """ToySum as a stage every DDP rank takes part in (as training does); counts its process calls."""
+
+    name = "toy_dsum"
+    distributed = True
+    calls: list[bool] = []  # ctx.leader of each process call
+
+    def process(self, ctx, keys):
+        type(self).calls.append(ctx.leader)
+        super().process(ctx, keys)
+
+
 def register() -> None:
     pipeline.STAGE_CLASSES["toy_make"] = f"{__name__}:ToyMake"
     pipeline.STAGE_CLASSES["toy_sum"] = f"{__name__}:ToySum"
+    pipeline.STAGE_CLASSES["toy_dsum"] = f"{__name__}:ToyDistributedSum"

@@ -74,3 +74,16 @@ def test_config_rules_name_the_key():
         compose(["logger=none", "recognizer.head=sphereface"])
     with pytest.raises(ConfigError, match="trainer.augment.random_erasing=1.5"):
         compose(["logger=none", "trainer.augment.random_erasing=1.5"])
+
+
+def test_fewer_images_than_one_batch_is_skipped_or_an_error(tmp_path):
+    common = [f"paths.root={tmp_path}", "logger=none", "trainer.batch_size=64", "trainer.accelerator=cpu",
+              "trainer.precision=32-true", "trainer.num_workers=0"]
+    cfg = compose(common)
+    _fake_export(cfg)  # 48 images: fewer than one batch of 64
+    out = run_stage(cfg, "train")
+    assert out["training"] == "skipped" and "fewer than one batch (trainer.batch_size=64" in out["reason"]
+    assert not (stage_dir(cfg, "train") / "backbone.pt").exists()
+    strict = compose([*common, "trainer.on_empty=error"])
+    with pytest.raises(StageError, match="training skipped: .*fewer than one batch.*lower trainer.batch_size"):
+        run_stage(strict, "train")

@@ -1,0 +1,88 @@
+"""Multi-process jobs (DDP): rank 0 writes, the other ranks only take part in distributed stages."""
+
+from __future__ import annotations
+
+import pytest
+from . import toy_stages
+
+from gandiff.cli import COMMAND_ENV, _command
+from gandiff.config import compose
+from gandiff.distributed import is_leader, process_rank
+from gandiff.pipeline import StageError, run_stage, stage_dir
+
+toy_stages.register()
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_NTASKS", "SLURM_PROCID")
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for v in RANK_VARS:
+        monkeypatch.delenv(v, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("variables, rank", [
+    ({}, 0),
+    ({"LOCAL_RANK": "0"}, 0),
+    ({"LOCAL_RANK": "1"}, 1),  # a rank Lightning's launcher started
+    ({"RANK": "3", "LOCAL_RANK": "1"}, 3),  # torchrun: the global rank wins
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, 1),  # rank 0 of the second node is not the leader
+    ({"SLURM_PROCID": "2", "SLURM_NTASKS": "1"}, 0),  # one task per job (array, submitit sweep): leader
+    ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}, 2),  # srun with 4 tasks
+])
+def test_rank_from_the_launchers_variables(env, variables, rank):
+    for k, v in variables.items():
+        env.setenv(k, v)
+    assert process_rank() == rank
+    assert is_leader() == (rank == 0)
+
+
+def test_a_bad_rank_variable_is_named(env):
+    env.setenv("LOCAL_RANK", "one")
+    with pytest.raises(ValueError, match="LOCAL_RANK='one'"):
+        process_rank()
+
+
+def _cfg(root):
+    return compose([f"paths.root={root}", "logger=none", "identity.num=4"])
+
+
+def test_followers_skip_plain_stages_and_write_nothing(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    env.setenv("LOCAL_RANK", "1")
+    assert run_stage(cfg, "toy_make") == {"stage": "toy_make", "status": "follower"}
+    assert not stage_dir(cfg, "toy_make").exists()
+
+
+def test_followers_take_part_in_distributed_stages_without_recording(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    run_stage(cfg, "toy_make")  # the leader made the input
+    toy_stages.ToyDistributedSum.calls.clear()
+    env.setenv("LOCAL_RANK", "1")
+    out = run_stage(cfg, "toy_dsum")
+    d = stage_dir(cfg, "toy_dsum")
+    assert out["status"] == "follower" and toy_stages.ToyDistributedSum.calls == [False]
+    assert not (d / "stage.json").exists() and not (d / "config.json").exists()
+    assert not (d / "items").exists()  # the leader alone records items
+    env.delenv("LOCAL_RANK")
+    out = run_stage(cfg, "toy_dsum")
+    assert out["status"] == "done" and toy_stages.ToyDistributedSum.calls == [False, True]
+    assert (d / "stage.json").exists()
+
+
+def test_a_follower_waits_for_the_leaders_upstream_then_gives_up(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    env.setenv("LOCAL_RANK", "1")
+    env.setenv("GANDIFF_FOLLOWER_WAIT_S", "0")
+    with pytest.raises(StageError, match="rank 1 waited 0 s for stage 'toy_make'"):
+        run_stage(cfg, "toy_dsum")
+
+
+def test_a_relaunched_rank_finds_its_command(env):
+    # Lightning re-runs [python, gandiff, *overrides, hydra.run.dir=...]: no command word.
+    env.setenv(COMMAND_ENV, "train")
+    # rank 0 never inherits a command (a leftover variable must not turn a typo into a run)
+    assert _command(["trainer.devices=2", "hydra.run.dir=x"]) == ("trainer.devices=2", ["hydra.run.dir=x"])
+    env.setenv("LOCAL_RANK", "1")
+    assert _command(["trainer.devices=2", "hydra.run.dir=x"]) == ("train", ["trainer.devices=2", "hydra.run.dir=x"])
+    assert _command(["evaluate", "a=1"]) == ("evaluate", ["a=1"])  # an explicit command always wins
