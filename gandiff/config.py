@@ -139,6 +139,11 @@ def validate(cfg: DictConfig) -> Config:
     """Run every group's value rules; raises ConfigError with one line naming the key and the rule."""
     from omegaconf.errors import OmegaConfBaseException
 
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: no value (??? in the config): set {'it' if len(missing) == 1 else 'each'} on "
+            f"the command line, e.g. {missing[0]}=/path/to/file (README, \"Plugging in real models\")")
     try:
         return OmegaConf.to_object(cfg)  # builds the dataclasses, so their __post_init__ checks run
     except ConfigError:

@@ -79,6 +79,11 @@ class Stage:
     # merges and writes stage.json); False: the leader runs the stage and the other processes skip it.
     distributed: bool = False
 
+    def upstream_for(self, cfg: Any) -> tuple[str, ...]:
+        """The stages this one reads under ``cfg``: ``upstream``, unless a setting changes the inputs
+        (``generation.source=gan`` makes the generate stage read the GAN images instead of adapters)."""
+        return self.upstream
+
     def items(self, ctx: StageContext) -> list[str]:
         raise NotImplementedError
 
@@ -173,7 +178,7 @@ def stage_key(cfg: Any, name: str, _cache: dict[str, str] | None = None) -> str:
     cache = {} if _cache is None else _cache
     if name not in cache:
         stage = load_stage(name)
-        ups = {u: stage_key(cfg, u, cache) for u in stage.upstream}
+        ups = {u: stage_key(cfg, u, cache) for u in stage.upstream_for(cfg)}
         cache[name] = config_hash({"stage": name, "config": stage_config(cfg, stage), "upstream": ups})
     return cache[name]
 
@@ -270,7 +275,7 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     forced = _parse_forced(_plain(cfg, "force_inputs"))
     if not is_leader():
         return _follow_stage(cfg, stage, key, cache, forced, tracker)
-    inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream}
+    inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream_for(cfg)}
     out_dir = stage_dir(cfg, name, key)
     run_dir = Path(_plain(cfg, "paths.run_dir")).resolve()
     own_cfg = stage_config(cfg, stage)
@@ -380,7 +385,7 @@ def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], force
         return {"stage": name, "status": "follower"}
     wait_s = float(os.environ.get("GANDIFF_FOLLOWER_WAIT_S", 24 * 3600))
     t0, inputs = time.time(), {}
-    for u in stage.upstream:
+    for u in stage.upstream_for(cfg):
         while True:
             try:
                 inputs[u] = _find_input(cfg, u, cache[u], forced)

@@ -13,6 +13,11 @@ group's images are rendered in batches of ``batch_size`` that mix its identities
 its own adapter. A group with any missing or damaged image is rendered again whole, so a resumed run
 makes exactly the batches an uninterrupted run makes.
 
+``generation.source=gan`` (the GAN-only baseline of GANDiffFace's comparisons, ``experiment=gan_only``)
+reads the identities stage instead: each identity's GAN images (anchor and variations) become its
+images, copied byte for byte, with an empty prompt; no diffusion model is loaded. Curation, export,
+training and evaluation then run on them as on diffusion images.
+
 Replay: ``replay(cfg, image_id)`` renders an image's batch again and compares pixels with the file.
 The CLI routes ``gandiff generate generation.replay=<image_id>`` there (the key is in ignore_keys: it
 does not change what the stage makes).
@@ -92,6 +97,13 @@ def plan_group(
     return batches
 
 
+def generation_source(cfg: Any) -> str:
+    """``generation.source``: ``diffusion`` (DreamBooth adapters) or ``gan`` (the identities' own images)."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.select(cfg, "generation.source", default="diffusion"))
+
+
 class GenerateStage(Stage):
     name = "generate"
     upstream = ("dreambooth",)  # the identities reach it through the adapters' manifest
@@ -101,10 +113,17 @@ class GenerateStage(Stage):
     ignore_keys = ("generation.replay",)
     verify = "size"  # thousands of PNGs: re-hash them on resume only when asked (size catches truncation)
 
+    def upstream_for(self, cfg: Any) -> tuple[str, ...]:
+        return ("identities",) if generation_source(cfg) == "gan" else self.upstream
+
     def items(self, ctx: StageContext) -> list[str]:
+        if generation_source(ctx.cfg) == "gan":
+            return [r["id"] for r in read_table(ctx.input_dir("identities") / "identities.parquet")]
         return [r["id"] for r in read_table(ctx.input_dir("dreambooth") / "adapters.parquet")]
 
     def process(self, ctx: StageContext, keys: list[str]) -> None:
+        if generation_source(ctx.cfg) == "gan":
+            return self._copy_gan_images(ctx, keys)
         g = ctx.cfg.generation
         adapters = {r["id"]: r for r in read_table(ctx.input_dir("dreambooth") / "adapters.parquet")}
         mine = select_shard(list(adapters), ctx.shard_index, ctx.shard_count)
@@ -136,6 +155,27 @@ class GenerateStage(Stage):
                         if left[r["id"]] == 0:  # all of this identity's images are on disk
                             rows = per_id[r["id"]]
                             ctx.items.put(r["id"], {"id": r["id"], "images": rows}, [x["path"] for x in rows])
+
+    def _copy_gan_images(self, ctx: StageContext, keys: list[str]) -> None:
+        """The GAN-only baseline: each identity's GAN images (anchor first), copied, as manifest rows."""
+        import shutil
+
+        from gandiff.artifacts import atomic_path
+
+        src_root = ctx.input_dir("identities") / "images"
+        for ident in ctx.progress(keys, total=len(keys), desc="generate (GAN images)"):
+            files = sorted((src_root / ident).glob("*.png"), key=lambda p: (p.stem != "anchor", p.name))
+            if not files:
+                raise StageError(f"{src_root / ident}: identity {ident} has no GAN images (*.png)")
+            rows = []
+            for n, src in enumerate(files):
+                image_id = f"{ident}_{n:04d}"
+                rel = f"images/{ident}/{image_id}.png"
+                with atomic_path(ctx.dir / rel) as tmp:
+                    shutil.copyfile(src, tmp)
+                rows.append({"image_id": image_id, "id": ident, "prompt": "", "negative_prompt": "", "seed": -1,
+                             "source": "gan", "gan_image": src.name, "path": rel})
+            ctx.items.put(ident, {"id": ident, "images": rows}, [r["path"] for r in rows])
 
     def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
         rows = [img for r in ctx.items.rows(keys) for img in r["images"]]

@@ -161,8 +161,12 @@ class GenerationConfig:
     # An image_id from images.parquet: re-render it (with the batch it was made in) next to the original
     # and report whether the pixels match; the stage makes nothing else.
     replay: str | None = None
+    # diffusion: render with each identity's DreamBooth model | gan: take the identities' own GAN images
+    # (the GAN-only baseline; the dreambooth stage is not needed)
+    source: str = "diffusion"
 
     def __post_init__(self) -> None:
+        require_choice("generation.source", self.source, ("diffusion", "gan"))
         require(
             self.images_per_identity >= 1,
             "generation.images_per_identity",

@@ -301,9 +301,73 @@ def _stage_rows(stage_records: dict[str, dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+def _num(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def claims_summary(items: dict[str, dict[str, Any]], export_record: dict[str, Any] | None = None,
+                   diffusion: bool = True) -> list[str]:
+    """GANDiffFace's claims in plain sentences, from the face embedder's distributions (evaluate items).
+
+    (a) GAN variations alone, (b) every generated face and the exported selection: mated vs non-mated,
+    EER and d'; then how much intra-class variation diffusion added (the drop of the mated mean against
+    the GAN variations) while every exported image stayed above curation's anchor-similarity threshold.
+    Says what came out, favourable or not.
+    """
+    def line(key: str, label: str) -> tuple[str, dict[str, Any]] | None:
+        r = items.get(key) or {}
+        s = r.get("summary") or {}
+        if r.get("status") != "ok" or s.get("mated_mean") is None:
+            return None
+        return (f"{label} ({key}, {r.get('num_images')} images of {r.get('num_identities')} identities): mated "
+                f"{_num(s.get('mated_mean'))} ± {_num(s.get('mated_std'))} vs non-mated "
+                f"{_num(s.get('nonmated_mean'))} ± {_num(s.get('nonmated_std'))}, EER {_num(s.get('eer'))}, "
+                f"d′ {_num(s.get('d_prime'), 2)}.", s)
+
+    out, found = [], {}
+    made = "Diffusion" if diffusion else "GAN-only run (generation.source=gan)"
+    for key, label in (("gan-face", "GAN variations alone"), ("generate-face", f"{made}, every generated face"),
+                       ("export-face", f"{made}, the exported selection")):
+        got = line(key, label)
+        if got:
+            out.append(got[0])
+            found[key] = got[1]
+    gan = found.get("gan-face")
+    cur = ((export_record or {}).get("config") or {}).get("curation") or {}
+    counts = (export_record or {}).get("counts") or {}
+    threshold = cur.get("min_anchor_similarity")
+    for key, what in (("export-face", "the exported diffusion images"), ("generate-face", "all generated faces")):
+        d = found.get(key)
+        if gan is None or d is None or not diffusion:
+            continue
+        drop = gan["mated_mean"] - d["mated_mean"]
+        compare = (f"mated mean {_num(d['mated_mean'])} (spread {_num(d.get('mated_std'))}) against "
+                   f"{_num(gan['mated_mean'])} ({_num(gan.get('mated_std'))}) for the GAN variations")
+        if d.get("eer") is None:
+            sentence = f"{what[0].upper()}{what[1:]} have a {compare} (too few identities for an EER)"
+        elif d["eer"] >= 0.25:
+            sentence = (f"Identity: {what} have a {compare}, and their mated and non-mated scores overlap "
+                        f"(EER {_num(d.get('eer'))}): diffusion lost identity rather than adding variation")
+        else:
+            sentence = (f"Intra-class variation: {what} have a {compare}: diffusion "
+                        + (f"added variation (the mated mean is {drop:.3f} lower)" if drop > 0 else
+                           "added no variation (the mated mean is not lower)"))
+            if key == "export-face" and threshold is not None:
+                sentence += (f", while each of the {counts.get('images')} exported images stayed at least {threshold} "
+                             "cosine similar to its identity's anchor (curation.min_anchor_similarity)")
+        out.append(sentence + ".")
+        break
+    if not diffusion and gan is not None:
+        out.append("This run made no diffusion images: compare its export and recognizer with a diffusion run's "
+                   "(gandiff report-sweep over both run folders).")
+    if "export-face" not in found and counts.get("empty"):
+        out.append("No generated image passed curation: the exported dataset is empty.")
+    return out
+
+
 def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_dir: Path,
                  identities_dir: Path | None = None, generate_dir: Path | None = None,
-                 curate_dir: Path | None = None, reference_path: str | None = None) -> Report:
+                 curate_dir: Path | None = None, reference_path: str | None = None, diffusion: bool = True) -> Report:
     """The experiment report from the stages' folders (what ``ReportStage`` calls)."""
     from gandiff.artifacts import read_json
     from gandiff.evaluation.distributions import ScoreHistogram
@@ -317,6 +381,12 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
         rep.text(f"The exported dataset is EMPTY: {metrics.get('export_reason')}. Its score distributions, "
                  "fairness and the recognizer trained on it are not measured; the GAN identities and every "
                  "generated image with a face (generate-face, before selection) still are.")
+
+    claims = claims_summary(items, stage_records.get("export"), diffusion)
+    if claims:
+        rep.heading("GANDiffFace's claims, measured here (face embedder)")
+        for sentence in claims:
+            rep.text(sentence)
 
     grid = sample_grid_rows(identities_dir, generate_dir, curate_dir)
     if grid:
@@ -405,6 +475,20 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
 # --------------------------------------------------------------------------------------------- sweeps
 
 
+def _generation_source(run_dir: Path, evaluate_inputs: dict[str, Any]) -> str | None:
+    """``generation.source`` of the chain an evaluation came from (evaluate -> curate -> generate)."""
+    from gandiff.artifacts import read_json
+
+    curate = run_dir / "curate" / str(evaluate_inputs.get("curate", {}).get("key")) / "stage.json"
+    if not curate.is_file():
+        return None
+    gen_key = read_json(curate).get("inputs", {}).get("generate", {}).get("key")
+    generate = run_dir / "generate" / str(gen_key) / "stage.json"
+    if not generate.is_file():
+        return None
+    return (read_json(generate).get("config", {}).get("generation") or {}).get("source", "diffusion")
+
+
 def find_evaluations(path: str | os.PathLike) -> list[tuple[str, Path]]:
     """(label, evaluate folder) pairs under ``path``: a run folder (every ``evaluate/<key>/`` with a
     ``metrics.json``, labelled by the export's ``tag.txt``) or a Hydra multirun folder (each job's
@@ -421,10 +505,13 @@ def find_evaluations(path: str | os.PathLike) -> list[tuple[str, Path]]:
                 continue
             label = d.name
             if (d / "stage.json").is_file():
-                exp_key = read_json(d / "stage.json").get("inputs", {}).get("export", {}).get("key")
+                inputs = read_json(d / "stage.json").get("inputs", {})
+                exp_key = inputs.get("export", {}).get("key")
                 tag = root / "export" / str(exp_key) / "tag.txt"
                 if exp_key and tag.is_file():
                     label = tag.read_text().strip() or label
+                if _generation_source(root, inputs) == "gan":
+                    label = f"GAN only: {label}"  # experiment=gan_only shares the run folder
             found.append((label, d))
         return found
     jobs = sorted((p for p in root.iterdir() if (p / ".hydra" / "config.yaml").is_file()),

@@ -29,18 +29,25 @@ class ReportStage(Stage):
     config_keys = ("benchmark",)
     ignore_keys = ("benchmark.batch_size",)
 
+    def upstream_for(self, cfg: Any) -> tuple[str, ...]:
+        from gandiff.diffusion.generate_stage import generation_source
+
+        gan_only = generation_source(cfg) == "gan"  # no DreamBooth stage in a GAN-only run
+        return tuple(s for s in self.upstream if not (gan_only and s == "dreambooth"))
+
     def items(self, ctx: StageContext) -> list[str]:
         return ["report"]
 
     def process(self, ctx: StageContext, keys: list[str]) -> None:
         from gandiff.evaluation.report import build_report
 
-        records = {s: read_json(ctx.input_dir(s) / "stage.json") for s in self.upstream}
+        records = {s: read_json(d / "stage.json") for s, d in ctx.inputs.items()}
         ref = ctx.cfg.benchmark.get("reference_distribution")
         rep = build_report(
             f"gandiff report: {ctx.cfg.experiment_name}", records, ctx.input_dir("evaluate"),
             identities_dir=ctx.input_dir("identities"), generate_dir=ctx.input_dir("generate"),
-            curate_dir=ctx.input_dir("curate"), reference_path=str(ref) if ref else None)
+            curate_dir=ctx.input_dir("curate"), reference_path=str(ref) if ref else None,
+            diffusion="dreambooth" in ctx.inputs)
         files = rep.write(ctx.dir, "report")
         ctx.items.put("report", {"images": len(rep.images), "sections": sum(b[0] == "h2" for b in rep.blocks)},
                       list(files.values()))

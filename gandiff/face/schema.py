@@ -24,6 +24,12 @@ class FaceConfig:
         require_target("face.detector", self.detector)
         require(self.min_face_size >= 0, "face.min_face_size", self.min_face_size, "must be >= 0")
         require_target("face.embedder", self.embedder)
+        # A pack config (face=insightface_buffalo_l) reads both models from ${face.pack_dir}: unset, the
+        # paths would start "None/" and fail only when a stage loads them.
+        for part in ("detector", "embedder"):
+            path = str((getattr(self, part) or {}).get("model_path", ""))
+            require(not (self.pack_dir is None and path.startswith("None/")), "face.pack_dir", self.pack_dir,
+                    f"face.{part}.model_path is {path!r}: set face.pack_dir to the unzipped model pack folder")
         require(-1.0 <= self.match_threshold <= 1.0, "face.match_threshold", self.match_threshold, "must be in [-1, 1]")
         require(self.batch_size >= 1, "face.batch_size", self.batch_size, "must be >= 1")
 

@@ -136,3 +136,28 @@ def test_sweep_report_compares_evaluations(tmp_path, evaluated):
 def test_html_images_ok_catches_broken_images():
     n, problems = R.html_images_ok("<img alt='x' src='data:image/png;base64,AAAA'><img alt='y' src='x.png'>")
     assert n == 2 and len(problems) == 2
+
+
+def _item(mated, nonmated, eer, n=30, ids=6, status="ok"):
+    return {"status": status, "num_images": n, "num_identities": ids,
+            "summary": {"mated_mean": mated, "mated_std": 0.1, "nonmated_mean": nonmated, "nonmated_std": 0.1,
+                        "eer": eer, "d_prime": 2.0}}
+
+
+def test_claims_say_what_came_out_favourable_or_not():
+    gan = _item(0.66, 0.17, 0.03)
+    export = {"config": {"curation": {"min_anchor_similarity": 0.3}}, "counts": {"images": 20, "empty": False}}
+    kept = R.claims_summary({"gan-face": gan, "generate-face": _item(0.45, 0.15, 0.10),
+                             "export-face": _item(0.50, 0.15, 0.05, n=20)}, export)
+    assert kept[0].startswith("GAN variations alone (gan-face, 30 images of 6 identities): mated 0.660")
+    assert "EER 0.030, d′ 2.00" in kept[0]
+    assert len(kept) == 4 and "the exported diffusion images have a mated mean 0.500" in kept[3]
+    assert "added variation (the mated mean is 0.160 lower)" in kept[3]
+    assert "each of the 20 exported images stayed at least 0.3 cosine similar" in kept[3]
+    lost = R.claims_summary({"gan-face": gan, "generate-face": _item(0.13, 0.12, 0.52),
+                             "export-face": {"status": "empty"}},
+                            {"config": {}, "counts": {"images": 0, "empty": True}})
+    assert "diffusion lost identity rather than adding variation" in lost[2] and "EER 0.520" in lost[2]
+    assert lost[-1] == "No generated image passed curation: the exported dataset is empty."
+    same = R.claims_summary({"gan-face": gan, "export-face": _item(0.70, 0.15, 0.02)}, export)
+    assert "added no variation" in same[-1]

@@ -18,10 +18,35 @@ GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("stage", [*STAGE_ORDER, "run"])
 def test_every_stage_and_experiment_composes(stage, experiment):
-    cfg = compose([f"stage={stage}", f"experiment={experiment}"])
+    cfg = compose([f"stage={stage}", f"experiment={experiment}", *_weight_paths(experiment)])
     assert cfg.stage == stage
     # Artifact paths are interpolations of the root, never typed by hand.
     assert OmegaConf.to_container(cfg.paths)["run_dir"] == "${paths.root}/${experiment_name}"
+
+
+def _weight_paths(experiment: str) -> list[str]:
+    """A path for each `???` key the experiment leaves to the user (full-scale experiments need real weights)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gandiff.config import register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        raw = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"])
+    paths = [f"{k}=/weights/{k}" for k in OmegaConf.missing_keys(raw) if not k.startswith("hydra.")]
+    if "pack_dir" in raw.face:  # a model pack (insightface): both model paths hang off it
+        paths.append("face.pack_dir=/weights/buffalo_l")
+    if raw.benchmark.get("names") and not raw.benchmark.get("root"):  # .bin benchmarks read one folder
+        paths.append("benchmark.root=/weights/bins")
+    return paths
+
+
+def test_an_experiment_without_its_weights_names_the_missing_keys():
+    with pytest.raises(ConfigError, match=r"identity.source.checkpoint: no value \(\?\?\? in the config\)"):
+        compose(["experiment=gan_only"])
 
 
 def _mandatory_overrides(group: str, option: str) -> list[str]:
