@@ -135,11 +135,25 @@ def register() -> None:
     ConfigStore.instance().store(name="gandiff_schema", node=Config)
 
 
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, without resolving interpolations (which may point at them)."""
+    out = []
+    for key in node.keys() if OmegaConf.is_dict(node) else range(len(node)):
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            out.append(full)
+            continue
+        child = node._get_node(key)
+        if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+            out += _missing_keys(child, f"{full}.")
+    return out
+
+
 def validate(cfg: DictConfig) -> Config:
     """Run every group's value rules; raises ConfigError with one line naming the key and the rule."""
     from omegaconf.errors import OmegaConfBaseException
 
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    missing = sorted(k for k in _missing_keys(cfg) if not k.startswith("hydra."))
     if missing:
         raise ConfigError(
             f"{', '.join(missing)}: no value (??? in the config): set {'it' if len(missing) == 1 else 'each'} on "

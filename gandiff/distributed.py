@@ -10,6 +10,9 @@ trackers; the other processes are *followers*: they take part in the stages that
 from __future__ import annotations
 
 import os
+import time
+
+PROCESS_STARTED = time.time()  # (about) when this process started: older plans belong to an earlier job
 
 # (variable, what sets it); a non-zero value in any of them means "not the leader"
 _RANK_VARS = (("RANK", "torchrun"), ("LOCAL_RANK", "Lightning / torchrun"), ("NODE_RANK", "Lightning"),
@@ -26,13 +29,28 @@ def _int(name: str) -> int:
 
 def process_rank() -> int:
     """This process's rank in its job (0 when not launched as one of several processes)."""
-    for name, _ in _RANK_VARS:
+    if "RANK" in os.environ:  # torchrun / torch.distributed: the global rank, whatever else is set
+        return _int("RANK")
+    for name, _ in _RANK_VARS[1:]:
         if _int(name):
-            return _int("RANK") or _int(name)
+            return _int(name)
     # One SLURM task per job (array jobs, submitit sweeps) is always rank 0, whatever SLURM_PROCID says.
     if _int("SLURM_NTASKS") > 1:
         return _int("SLURM_PROCID")
     return 0
+
+
+def launched_together() -> bool:
+    """True when every rank was started at once (torchrun, srun with several tasks), not by rank 0's Trainer."""
+    return _int("WORLD_SIZE") > 1 or _int("SLURM_NTASKS") > 1
+
+
+def job_token() -> str | None:
+    """An id every rank of this job shares (None when the launcher gives none): names the leader's plan."""
+    for a, b in (("SLURM_JOB_ID", "SLURM_STEP_ID"), ("TORCHELASTIC_RUN_ID", "MASTER_PORT")):
+        if os.environ.get(a):
+            return f"{os.environ[a]}.{os.environ.get(b, '0')}"
+    return None
 
 
 def is_leader() -> bool:

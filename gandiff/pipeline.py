@@ -41,7 +41,7 @@ from gandiff.artifacts import (
     remove_stale_tmp,
     select_shard,
 )
-from gandiff.distributed import is_leader, process_rank
+from gandiff.distributed import PROCESS_STARTED, is_leader, job_token, launched_together, process_rank
 from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,11 @@ class Stage:
         """The stages this one reads under ``cfg``: ``upstream``, unless a setting changes the inputs
         (``generation.source=gan`` makes the generate stage read the GAN images instead of adapters)."""
         return self.upstream
+
+    def config_keys_for(self, cfg: Any) -> tuple[str, ...]:
+        """The config keys that decide this stage's outputs under ``cfg`` (``config_keys`` unless a setting
+        makes some irrelevant: GAN-only generation copies images, so no prompt or sampler setting matters)."""
+        return self.config_keys
 
     def items(self, ctx: StageContext) -> list[str]:
         raise NotImplementedError
@@ -166,7 +171,7 @@ def _logical(value: Any) -> Any:
 
 def stage_config(cfg: Any, stage: Stage) -> dict[str, Any]:
     """The part of the config that decides a stage's outputs, as plain values."""
-    own = {k: _logical(_plain(cfg, k)) for k in stage.config_keys}
+    own = {k: _logical(_plain(cfg, k)) for k in stage.config_keys_for(cfg)}
     own["seed"] = _plain(cfg, "seed")
     for k in stage.ignore_keys:
         _drop(own, k)
@@ -273,8 +278,36 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     cache: dict[str, str] = {}
     key = stage_key(cfg, name, cache)
     forced = _parse_forced(_plain(cfg, "force_inputs"))
-    if not is_leader():
-        return _follow_stage(cfg, stage, key, cache, forced, tracker)
+    # In a multi-process job, ranks > 0 follow rank 0, except in data stages split into shards: there each
+    # process is one shard's worker (srun -n4 gandiff generate shard.count=4 shard.index=$SLURM_PROCID).
+    if not is_leader() and (stage.distributed or int(_plain(cfg, "shard.count")) == 1):
+        return _follow_stage(cfg, stage, key, cache, forced)
+    plan = _plan_file(cfg, stage, key) if is_leader() else None
+    if plan is None:
+        return _lead_stage(cfg, stage, key, cache, forced, tracker, None)
+    try:
+        return _lead_stage(cfg, stage, key, cache, forced, tracker, plan)
+    except BaseException as e:  # the ranks waiting for the plan stop too, saying why
+        _publish_plan(plan, {"error": f"{type(e).__name__}: {e}"})
+        raise
+
+
+def _plan_file(cfg: Any, stage: Stage, key: str) -> Path | None:
+    """Where rank 0 tells ranks that started with it (srun, torchrun) what this distributed stage does."""
+    token = job_token()
+    if not (stage.distributed and launched_together() and token):
+        return None
+    return stage_dir(cfg, stage.name, key) / ".plans" / f"{token}.json"
+
+
+def _publish_plan(plan: Path | None, content: dict[str, Any]) -> None:
+    if plan is not None:
+        atomic_write_json(plan, {**content, "written": time.time()})
+
+
+def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str], tracker: Any,
+                plan: Path | None) -> dict[str, Any]:
+    name = stage.name
     inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream_for(cfg)}
     out_dir = stage_dir(cfg, name, key)
     run_dir = Path(_plain(cfg, "paths.run_dir")).resolve()
@@ -295,6 +328,7 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
         changed = ItemStore(out_dir, verify="size").pending(ItemStore(out_dir).keys())
         if not changed:
             log.info("%s: up to date in %s, nothing to do", name, out_dir)
+            _publish_plan(plan, {"todo": []})
             return {"stage": name, "status": "up-to-date", "dir": str(out_dir), **read_json(done_json)["counts"]}
         log.warning("%s: %d items changed since the stage finished (e.g. %s): redoing them",
                     name, len(changed), changed[0])
@@ -331,6 +365,7 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
         "%s: %d items, shard %d/%d holds %d, %d to do -> %s",
         name, len(keys), shard_index, shard_count, len(mine), len(todo), out_dir,
     )
+    _publish_plan(plan, {"todo": todo, "inputs": {u: str(p) for u, p in inputs.items()}})
     if todo:
         stage.process(ctx, todo)
         still = ctx.items.unrecorded(todo)
@@ -372,47 +407,83 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     return {"stage": name, "status": "done", "dir": str(out_dir), **counts}
 
 
-def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str],
-                  tracker: Any) -> dict[str, Any]:
+def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str]) -> dict[str, Any]:
     """A DDP rank > 0: take part in a distributed stage, write nothing; skip every other stage.
 
-    Ranks start either when the leader's Trainer launches them (the upstream stages are done by then)
-    or all at once (srun, torchrun): then a follower waits for the leader to finish the upstream stages.
+    Ranks start either inside rank 0's ``Trainer.fit`` (Lightning's launcher: the upstream stages are
+    done and rank 0 has decided what to do, so a follower finds the same pending items) or all at once
+    (srun, torchrun): then a follower waits for rank 0's plan (the items to do, the inputs to read; or
+    rank 0's error), so that ``overwrite=true``, redone inputs and resumes are decided once, by rank 0.
     """
     name, rank = stage.name, process_rank()
     if not stage.distributed:
         log.debug("%s: rank %d skips it (rank 0 runs it)", name, rank)
         return {"stage": name, "status": "follower"}
-    wait_s = float(os.environ.get("GANDIFF_FOLLOWER_WAIT_S", 24 * 3600))
-    t0, inputs = time.time(), {}
-    for u in stage.upstream_for(cfg):
-        while True:
-            try:
-                inputs[u] = _find_input(cfg, u, cache[u], forced)
-                break
-            except StageError:
-                if time.time() - t0 > wait_s:
-                    raise StageError(f"{name}: rank {rank} waited {wait_s:.0f} s for stage {u!r} to be finished "
-                                     "by rank 0 (GANDIFF_FOLLOWER_WAIT_S); is rank 0 running?") from None
-                time.sleep(5.0)
     out_dir = stage_dir(cfg, name, key)
+    wait_s = float(os.environ.get("GANDIFF_FOLLOWER_WAIT_S", 24 * 3600))
+    plan_path = _plan_file(cfg, stage, key)
+    t0 = time.time()
+
+    def waited(what: str) -> None:
+        if time.time() - t0 > wait_s:
+            raise StageError(f"{name}: rank {rank} waited {wait_s:.0f} s for {what} (GANDIFF_FOLLOWER_WAIT_S); "
+                             "is rank 0 running?")
+        time.sleep(2.0)
+
+    if plan_path is not None:
+        while True:  # a plan from an earlier job with the same id predates this process: not ours
+            plan = read_json(plan_path) if plan_path.exists() else None
+            if plan is not None and plan.get("written", 0) >= PROCESS_STARTED - 60:
+                break
+            waited(f"rank 0's plan {plan_path}")
+        if "error" in plan:
+            raise StageError(f"{name}: rank 0 stopped: {plan['error']}")
+        inputs = {u: Path(p) for u, p in plan.get("inputs", {}).items()}
+        todo = list(plan["todo"])
+    else:
+        inputs = {}
+        for u in stage.upstream_for(cfg):
+            while True:
+                try:
+                    inputs[u] = _find_input(cfg, u, cache[u], forced)
+                    break
+                except StageError:
+                    waited(f"stage {u!r} to be finished by rank 0")
+        todo = None
     ctx = StageContext(
         name=name, cfg=cfg, run_dir=Path(_plain(cfg, "paths.run_dir")).resolve(), dir=out_dir, key=key,
         inputs=inputs, shard_index=int(_plain(cfg, "shard.index")), shard_count=int(_plain(cfg, "shard.count")),
         items=ItemStore(out_dir, verify=stage.verify, readonly=True), tracker=None, leader=False,
     )
-    keys = stage.items(ctx)
-    todo = ctx.items.pending(select_shard(keys, ctx.shard_index, ctx.shard_count))
+    if todo is None:
+        todo = ctx.items.pending(select_shard(stage.items(ctx), ctx.shard_index, ctx.shard_count))
     if todo:
         stage.process(ctx, todo)
     log.debug("%s: rank %d done", name, rank)
     return {"stage": name, "status": "follower", "dir": str(out_dir)}
 
 
+def _needed(cfg: Any, order: list[str]) -> list[str]:
+    """The stages of ``order`` that the last one needs, directly or through others, under ``cfg``."""
+    needed, keep = {order[-1]}, []
+    for name in reversed(order):
+        if name in needed:
+            keep.append(name)
+            needed |= set(load_stage(name).upstream_for(cfg))
+        else:
+            log.info("%s: skipped, no later stage reads it under this config", name)
+    return keep[::-1]
+
+
 def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = None,
                  on_missing: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Run stages in order (``cfg.stages``, or every stage). A stage not implemented yet stops the run."""
-    stages = list(stages or _plain(cfg, "stages") or STAGE_ORDER)
+    """Run stages in order (``cfg.stages``, or every stage). A stage not implemented yet stops the run.
+
+    Without an explicit list, a stage that no later stage reads under this config is left out (with
+    ``generation.source=gan`` nothing reads the DreamBooth adapters, so DreamBooth does not run).
+    """
+    explicit = list(stages or _plain(cfg, "stages") or [])
+    stages = explicit or _needed(cfg, list(STAGE_ORDER))
     results = []
     for name in stages:
         try:

@@ -110,11 +110,16 @@ class GenerateStage(Stage):
     config_keys = ("prompts", "generation")
     # generation.replay makes nothing new. batch_size and identities_per_group are NOT here: they decide
     # which images share a batch, and batched float math rounds differently (off-by-one pixel values).
-    ignore_keys = ("generation.replay",)
+    # generation.source is not hashed: it changes the upstream stage (identities instead of dreambooth),
+    # which the key hashes already; diffusion keys stay what they were before the option existed.
+    ignore_keys = ("generation.replay", "generation.source")
     verify = "size"  # thousands of PNGs: re-hash them on resume only when asked (size catches truncation)
 
     def upstream_for(self, cfg: Any) -> tuple[str, ...]:
         return ("identities",) if generation_source(cfg) == "gan" else self.upstream
+
+    def config_keys_for(self, cfg: Any) -> tuple[str, ...]:
+        return () if generation_source(cfg) == "gan" else self.config_keys  # copies: only the identities matter
 
     def items(self, ctx: StageContext) -> list[str]:
         if generation_source(ctx.cfg) == "gan":
@@ -281,6 +286,9 @@ def replay(cfg: Any, image_id: str) -> dict[str, Any]:
     from gandiff.artifacts import read_json
     from gandiff.pipeline import stage_dir
 
+    if generation_source(cfg) == "gan":
+        raise StageError(f"generation.replay={image_id!r}: generation.source=gan copies the GAN images, "
+                         "there is nothing to render again")
     out_dir = stage_dir(cfg, "generate")
     manifest = out_dir / "images.parquet"
     if not manifest.exists():

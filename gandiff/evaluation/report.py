@@ -391,14 +391,16 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
     grid = sample_grid_rows(identities_dir, generate_dir, curate_dir)
     if grid:
         rep.heading("Samples per identity")
-        rep.image("samples", image_grid(grid), "GAN anchor and variations, diffusion generations, curated crops")
+        made = "diffusion generations" if diffusion else "the same GAN images as the dataset's (generation.source=gan)"
+        rep.image("samples", image_grid(grid), f"GAN anchor and variations, {made}, curated crops")
 
     rep.heading("Score distributions")
     reference = ScoreHistogram.load(reference_path) if reference_path else None
     dist_rows = []
     for which in ("face", "recognizer"):
         series = []
-        for kind, label in (("export", "diffusion (export)"), ("generate", "diffusion (all generated faces)"),
+        made = "diffusion" if diffusion else "GAN only"
+        for kind, label in (("export", f"{made} (export)"), ("generate", f"{made} (all generated faces)"),
                             ("gan", "GAN variations")):
             key = f"{kind}-{which}"
             r = items.get(key)
@@ -423,7 +425,7 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
     rep.table(dist_rows)
     comps = [{"comparison": k, "kind": kind, **(v.get(kind) or {})} for k, v in metrics.get("comparisons", {}).items()
              for kind in ("mated", "nonmated")]
-    if comps:
+    if comps and diffusion:
         rep.text("Diffusion variations (diffusion_vs_gan: the exported selection; generated_vs_gan: every "
                  "generated image with a face, before selection) against GAN-only variations of the same identities "
                  "(GANDiffFace's claim: diffusion adds intra-class variation, i.e. lower and wider mated scores).")
@@ -489,6 +491,43 @@ def _generation_source(run_dir: Path, evaluate_inputs: dict[str, Any]) -> str | 
     return (read_json(generate).get("config", {}).get("generation") or {}).get("source", "diffusion")
 
 
+def _chain_config(run_dir: Path, evaluate_dir: Path) -> dict[str, Any]:
+    """Every stage config an evaluation was built from (its stage.json inputs, followed upstream), flattened."""
+    from gandiff.artifacts import read_json
+    from gandiff.pipeline import _flatten
+
+    out: dict[str, Any] = {}
+    todo, seen = [evaluate_dir / "stage.json"], set()
+    while todo:
+        p = todo.pop()
+        if p in seen or not p.is_file():
+            continue
+        seen.add(p)
+        rec = read_json(p)
+        out.update(_flatten({k: v for k, v in rec.get("config", {}).items() if k != "seed"}))
+        todo += [run_dir / stage / str(i.get("key")) / "stage.json" for stage, i in rec.get("inputs", {}).items()]
+    return out
+
+
+def _distinct_labels(run_dir: Path, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Evaluations whose labels collide (same curation tag, e.g. two prompt banks) get the settings that
+    tell them apart appended (at most two, shortened)."""
+    groups: dict[str, list[int]] = {}
+    for i, (label, _) in enumerate(found):
+        groups.setdefault(label, []).append(i)
+    out = list(found)
+    for label, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        configs = [_chain_config(run_dir, found[i][1]) for i in idx]
+        keys = sorted({k for c in configs for k in c})
+        differ = [k for k in keys if len({repr(c.get(k, "<unset>")) for c in configs}) > 1]
+        for i, c in zip(idx, configs):
+            parts = [f"{k}={str(c.get(k, '<unset>'))[:24]}" for k in differ[:2]] or [found[i][1].name]
+            out[i] = (f"{label} [{', '.join(parts)}]", found[i][1])
+    return out
+
+
 def find_evaluations(path: str | os.PathLike) -> list[tuple[str, Path]]:
     """(label, evaluate folder) pairs under ``path``: a run folder (every ``evaluate/<key>/`` with a
     ``metrics.json``, labelled by the export's ``tag.txt``) or a Hydra multirun folder (each job's
@@ -513,7 +552,7 @@ def find_evaluations(path: str | os.PathLike) -> list[tuple[str, Path]]:
                 if _generation_source(root, inputs) == "gan":
                     label = f"GAN only: {label}"  # experiment=gan_only shares the run folder
             found.append((label, d))
-        return found
+        return _distinct_labels(root, found)
     jobs = sorted((p for p in root.iterdir() if (p / ".hydra" / "config.yaml").is_file()),
                   key=lambda p: int(p.name) if p.name.isdigit() else p.name)
     if not jobs:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 from gandiff.schema import require, require_choice, require_range
 
 
@@ -14,7 +16,7 @@ class BenchmarkConfig:
     verification: dict[str, str] = field(default_factory=dict)
     # Shorthand for the standard sets: ``root`` holds ``<name>.bin`` for each of ``names``
     # (faces_webface_112x112/, faces_emore/ ...). Joined with ``verification``.
-    root: Any = None
+    root: Any = MISSING  # each benchmark/*.yaml sets it (null, or ??? where the user must)
     names: list[str] = field(default_factory=list)
     ijb: Any = None  # {root: <folder with meta/ and loose_crop/>, target: IJBC | IJBB} or None
     lfw_pairs: Any = None  # {pairs: <pairs.txt>, root: <lfw image folder>, ext: jpg} or None (raw photos, detected)

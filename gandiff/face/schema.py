@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import MISSING
+
 from gandiff.schema import require, require_target
 
 
@@ -12,7 +14,9 @@ from gandiff.schema import require, require_target
 class FaceConfig:
     detector: Any = None  # {_target_: ..., model_path: ...}; see conf/face/*.yaml
     embedder: Any = None  # {_target_: ..., model_path: ..., mean/std ...}
-    pack_dir: Any = None  # an insightface model-pack folder, for configs that take both models from one pack
+    # An insightface model-pack folder, for configs that take both models from one pack. MISSING here (each
+    # face/*.yaml sets it) so that a pack config's `???` survives the merge and is named at start.
+    pack_dir: Any = MISSING
     # Cosine similarity above which two faces are called the same identity (the embedder's own scale).
     match_threshold: float = 0.3
     batch_size: int = 32

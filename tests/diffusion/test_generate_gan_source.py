@@ -50,9 +50,12 @@ def test_full_scale_experiments_compose_with_their_weights_given():
     assert target.attributes == ("race", "gender") and len(target.quotas) == 14  # FairFace's 7 x 2 cells
     gan = compose(["experiment=gan_only", *weights])
     assert gan.generation.source == "gan" and "dreambooth" not in gan.stages
-    assert gan.experiment_name == full.experiment_name  # one run folder: shared identities
+    assert stage_dir(gan, "identities") == stage_dir(full, "identities")  # one identities stage for both
     neutral = compose(["experiment=gandiff_sd15_neutral", *weights])
     assert "accessories" not in neutral.prompts.families and neutral.generation.source == "diffusion"
+    assert stage_dir(neutral, "identities") == stage_dir(full, "identities")
+    assert stage_dir(neutral, "dreambooth") == stage_dir(full, "dreambooth")  # only generation differs
+    assert stage_dir(neutral, "generate") != stage_dir(full, "generate")
 
 
 def test_missing_weights_are_named_with_their_keys():
@@ -60,5 +63,36 @@ def test_missing_weights_are_named_with_their_keys():
 
     from gandiff.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"attributes.classifier.checkpoint, identity.source.checkpoint: no value"):
+    with pytest.raises(ConfigError, match=r"attributes.classifier.checkpoint, benchmark.root, face.pack_dir, "
+                       r"identity.source.checkpoint: no value"):
         compose(["experiment=gandiff_sd15", "logger=none"])
+
+
+def test_gan_source_keys_ignore_prompts_and_keep_diffusion_keys(tmp_path):
+    from gandiff.pipeline import stage_config
+
+    base = [f"paths.root={tmp_path}", "logger=none", "experiment=demo"]
+    gan_a = compose([*base, "generation.source=gan"])
+    gan_b = compose([*base, "generation.source=gan", "prompts=neutral", "generation.steps=7"])
+    assert stage_dir(gan_a, "generate") == stage_dir(gan_b, "generate")  # copies: prompts cannot matter
+    diffusion = compose(base)
+    assert "source" not in stage_config(diffusion, load_stage("generate"))["generation"]  # keys as before
+
+
+def test_run_leaves_out_what_nothing_reads(tmp_path):
+    from gandiff.pipeline import STAGE_ORDER, _needed
+
+    gan = compose([f"paths.root={tmp_path}", "logger=none", "experiment=demo", "generation.source=gan"])
+    assert _needed(gan, list(STAGE_ORDER)) == [s for s in STAGE_ORDER if s != "dreambooth"]
+    assert _needed(compose([f"paths.root={tmp_path}", "logger=none"]), list(STAGE_ORDER)) == list(STAGE_ORDER)
+
+
+def test_replay_of_a_gan_copy_says_why_not(tmp_path):
+    import pytest
+
+    from gandiff.diffusion.generate_stage import replay
+    from gandiff.pipeline import StageError
+
+    cfg = compose([f"paths.root={tmp_path}", "logger=none", "experiment=demo_gan_only"])
+    with pytest.raises(StageError, match="generation.source=gan copies the GAN images"):
+        replay(cfg, "id_000000_0000")

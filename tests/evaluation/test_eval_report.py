@@ -161,3 +161,6 @@ def test_claims_say_what_came_out_favourable_or_not():
     assert lost[-1] == "No generated image passed curation: the exported dataset is empty."
     same = R.claims_summary({"gan-face": gan, "export-face": _item(0.70, 0.15, 0.02)}, export)
     assert "added no variation" in same[-1]
+    gan_only = R.claims_summary({"gan-face": gan, "export-face": _item(0.66, 0.17, 0.03)}, export, diffusion=False)
+    assert gan_only[1].startswith("GAN-only run (generation.source=gan), the exported selection")
+    assert not any("variation:" in x or "diffusion lost" in x for x in gan_only) and "report-sweep" in gan_only[-1]

@@ -36,12 +36,9 @@ def _weight_paths(experiment: str) -> list[str]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"])
-    paths = [f"{k}=/weights/{k}" for k in OmegaConf.missing_keys(raw) if not k.startswith("hydra.")]
-    if "pack_dir" in raw.face:  # a model pack (insightface): both model paths hang off it
-        paths.append("face.pack_dir=/weights/buffalo_l")
-    if raw.benchmark.get("names") and not raw.benchmark.get("root"):  # .bin benchmarks read one folder
-        paths.append("benchmark.root=/weights/bins")
-    return paths
+    from gandiff.config import _missing_keys
+
+    return [f"{k}=/weights/{k}" for k in _missing_keys(raw) if not k.startswith("hydra.")]
 
 
 def test_an_experiment_without_its_weights_names_the_missing_keys():

@@ -11,7 +11,8 @@ from gandiff.distributed import is_leader, process_rank
 from gandiff.pipeline import StageError, run_stage, stage_dir
 
 toy_stages.register()
-RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_NTASKS", "SLURM_PROCID")
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_NTASKS", "SLURM_PROCID", "WORLD_SIZE",
+             "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "MASTER_PORT", "GANDIFF_FOLLOWER_WAIT_S")
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def env(monkeypatch):
     ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, 1),  # rank 0 of the second node is not the leader
     ({"SLURM_PROCID": "2", "SLURM_NTASKS": "1"}, 0),  # one task per job (array, submitit sweep): leader
     ({"SLURM_PROCID": "2", "SLURM_NTASKS": "4"}, 2),  # srun with 4 tasks
+    ({"RANK": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, 0),  # torchrun under srun: RANK decides
 ])
 def test_rank_from_the_launchers_variables(env, variables, rank):
     for k, v in variables.items():
@@ -58,16 +60,75 @@ def test_followers_take_part_in_distributed_stages_without_recording(env, tmp_pa
     cfg = _cfg(tmp_path)
     run_stage(cfg, "toy_make")  # the leader made the input
     toy_stages.ToyDistributedSum.calls.clear()
-    env.setenv("LOCAL_RANK", "1")
+    env.setenv("LOCAL_RANK", "1")  # a rank Lightning started from inside rank 0's fit
     out = run_stage(cfg, "toy_dsum")
     d = stage_dir(cfg, "toy_dsum")
-    assert out["status"] == "follower" and toy_stages.ToyDistributedSum.calls == [False]
-    assert not (d / "stage.json").exists() and not (d / "config.json").exists()
-    assert not (d / "items").exists()  # the leader alone records items
+    assert out["status"] == "follower" and toy_stages.ToyDistributedSum.calls == [(False, ["total"])]
+    assert not d.exists() or not any(p.is_file() for p in d.rglob("*"))  # wrote nothing at all
     env.delenv("LOCAL_RANK")
     out = run_stage(cfg, "toy_dsum")
-    assert out["status"] == "done" and toy_stages.ToyDistributedSum.calls == [False, True]
+    assert out["status"] == "done" and toy_stages.ToyDistributedSum.calls[-1] == (True, ["total"])
     assert (d / "stage.json").exists()
+
+
+def _srun(env, rank: int, job: str = "41") -> None:
+    """The variables srun sets for task ``rank`` of 2 in job ``job``."""
+    env.setenv("SLURM_NTASKS", "2")
+    env.setenv("SLURM_PROCID", str(rank))
+    env.setenv("SLURM_JOB_ID", job)
+    env.setenv("SLURM_STEP_ID", "0")
+
+
+def test_ranks_started_together_follow_rank_0s_plan(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    d = stage_dir(cfg, "toy_dsum")
+    env.setenv("GANDIFF_FOLLOWER_WAIT_S", "0")
+    _srun(env, 1)
+    with pytest.raises(StageError, match="waited 0 s for rank 0's plan"):
+        run_stage(cfg, "toy_dsum")  # rank 0 has not decided yet
+    _srun(env, 0)
+    run_stage(cfg, "toy_make")
+    run_stage(cfg, "toy_dsum")
+    assert (d / ".plans" / "41.0.json").exists()
+    toy_stages.ToyDistributedSum.calls.clear()
+    _srun(env, 1)
+    assert run_stage(cfg, "toy_dsum")["status"] == "follower"
+    assert toy_stages.ToyDistributedSum.calls == [(False, ["total"])]  # rank 0 planned: do "total"
+    # Next job: rank 0 finds the stage done and plans nothing, although a follower alone would see
+    # the same; with overwrite=true it plans everything again, which the follower could not know.
+    _srun(env, 0, job="42")
+    assert run_stage(cfg, "toy_dsum")["status"] == "up-to-date"
+    _srun(env, 1, job="42")
+    toy_stages.ToyDistributedSum.calls.clear()
+    run_stage(cfg, "toy_dsum")
+    assert toy_stages.ToyDistributedSum.calls == []
+    again = compose([f"paths.root={tmp_path}", "logger=none", "identity.num=4", "overwrite=true"])
+    _srun(env, 0, job="43")
+    assert run_stage(again, "toy_dsum")["status"] == "done"
+    _srun(env, 1, job="43")
+    run_stage(again, "toy_dsum")
+    assert toy_stages.ToyDistributedSum.calls[-1] == (False, ["total"])
+
+
+def test_rank_0s_error_stops_the_ranks_waiting_for_it(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    run_stage(cfg, "toy_make")
+    run_stage(cfg, "toy_dsum")
+    changed = compose([f"paths.root={tmp_path}", "logger=none", "identity.num=4", "force_inputs=[toy_make:nope]"])
+    _srun(env, 0)
+    with pytest.raises(StageError):
+        run_stage(changed, "toy_dsum")  # rank 0 cannot find its input
+    _srun(env, 1)
+    with pytest.raises(StageError, match="rank 0 stopped: StageError: stage 'toy_make'"):
+        run_stage(changed, "toy_dsum")
+
+
+def test_shard_workers_are_not_followers(env, tmp_path):
+    # srun -n2 gandiff toy_make shard.count=2 shard.index=$SLURM_PROCID: each task runs its own shard
+    _srun(env, 1)
+    cfg = compose([f"paths.root={tmp_path}", "logger=none", "identity.num=4", "shard.count=2", "shard.index=1"])
+    assert run_stage(cfg, "toy_make")["status"] in ("shard-done", "done")
+    assert (stage_dir(cfg, "toy_make") / "items").exists()
 
 
 def test_a_follower_waits_for_the_leaders_upstream_then_gives_up(env, tmp_path):

@@ -67,8 +67,9 @@ class ToyDistributedSum(ToySum):
     calls: list[bool] = []  # ctx.leader of each process call
 
     def process(self, ctx, keys):
-        type(self).calls.append(ctx.leader)
-        super().process(ctx, keys)
+        type(self).calls.append((ctx.leader, list(keys)))
+        if ctx.leader:  # as every distributed stage must: ranks > 0 compute, rank 0 writes
+            super().process(ctx, keys)
 
 
 def register() -> None:
