@@ -81,23 +81,30 @@ def tiny(tiny_base):
 
 
 def compose_run(root: Path, base: Path, *overrides: str):
-    """The demo config with fast DreamBooth / generation settings, rooted in a temporary folder."""
+    """The demo config with fast DreamBooth / generation settings, rooted in a temporary folder.
+
+    DreamBooth defaults to multi-identity LoRA with prior preservation here (the paper-like setting the
+    stage tests are about; the demo itself fine-tunes fully); ``overrides`` replace any of these.
+    """
     from gandiff.config import compose
 
-    return compose(
-        [
-            f"paths.root={root}",
-            "logger=none",
-            "prompts=gandiff",
-            f"dreambooth.base={base}",
-            "identity.num=4",
-            "dreambooth.steps=3",
-            "dreambooth.identities_per_batch=3",
-            "dreambooth.num_class_images=2",
-            "dreambooth.class_image_steps=2",
-            "generation.images_per_identity=3",
-            "generation.steps=2",
-            "generation.batch_size=4",
-            *overrides,
-        ]
-    )
+    defaults = [
+        f"paths.root={root}",
+        "logger=none",
+        "prompts=gandiff",
+        f"dreambooth.base={base}",
+        "identity.num=4",
+        "dreambooth.mode=lora",
+        "dreambooth.train_text_encoder=false",
+        "dreambooth.prior_weight=1.0",
+        "dreambooth.learning_rate=2e-3",
+        "dreambooth.steps=3",
+        "dreambooth.identities_per_batch=3",
+        "dreambooth.num_class_images=2",
+        "dreambooth.class_image_steps=2",
+        "generation.images_per_identity=3",
+        "generation.steps=2",
+        "generation.batch_size=4",
+    ]
+    given = {o.split("=", 1)[0] for o in overrides}
+    return compose([*(d for d in defaults if d.split("=", 1)[0] not in given), *overrides])
