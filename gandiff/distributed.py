@@ -10,9 +10,6 @@ trackers; the other processes are *followers*: they take part in the stages that
 from __future__ import annotations
 
 import os
-import time
-
-PROCESS_STARTED = time.time()  # (about) when this process started: older plans belong to an earlier job
 
 # (variable, what sets it); a non-zero value in any of them means "not the leader"
 _RANK_VARS = (("RANK", "torchrun"), ("LOCAL_RANK", "Lightning / torchrun"), ("NODE_RANK", "Lightning"),
@@ -46,10 +43,15 @@ def launched_together() -> bool:
 
 
 def job_token() -> str | None:
-    """An id every rank of this job shares (None when the launcher gives none): names the leader's plan."""
-    for a, b in (("SLURM_JOB_ID", "SLURM_STEP_ID"), ("TORCHELASTIC_RUN_ID", "MASTER_PORT")):
-        if os.environ.get(a):
-            return f"{os.environ[a]}.{os.environ.get(b, '0')}"
+    """An id that every rank of this launch shares and no other launch has (None when the launcher gives
+    none: then ranks > 0 decide for themselves). SLURM: job, step and requeue count; torchrun: the
+    rendezvous id (``--rdzv-id``; torchrun's default "none" is not unique) and its restart count."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID") and _int("SLURM_NTASKS") > 1:
+        return f"slurm-{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', '0')}.{env.get('SLURM_RESTART_COUNT', '0')}"
+    run_id = env.get("TORCHELASTIC_RUN_ID", "")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}.{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     return None
 
 

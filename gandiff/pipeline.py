@@ -41,7 +41,7 @@ from gandiff.artifacts import (
     remove_stale_tmp,
     select_shard,
 )
-from gandiff.distributed import PROCESS_STARTED, is_leader, job_token, launched_together, process_rank
+from gandiff.distributed import is_leader, job_token, launched_together, process_rank
 from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -279,10 +279,11 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     key = stage_key(cfg, name, cache)
     forced = _parse_forced(_plain(cfg, "force_inputs"))
     # In a multi-process job, ranks > 0 follow rank 0, except in data stages split into shards: there each
-    # process is one shard's worker (srun -n4 gandiff generate shard.count=4 shard.index=$SLURM_PROCID).
+    # process is one shard's worker (srun -n4 bash -c 'gandiff generate shard.count=4 shard.index=$SLURM_PROCID').
+    call = _next_call() if stage.distributed else 0
     if not is_leader() and (stage.distributed or int(_plain(cfg, "shard.count")) == 1):
-        return _follow_stage(cfg, stage, key, cache, forced)
-    plan = _plan_file(cfg, stage, key) if is_leader() else None
+        return _follow_stage(cfg, stage, key, cache, forced, call)
+    plan = _plan_file(cfg, stage, key, call) if is_leader() else None
     if plan is None:
         return _lead_stage(cfg, stage, key, cache, forced, tracker, None)
     try:
@@ -292,12 +293,22 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
         raise
 
 
-def _plan_file(cfg: Any, stage: Stage, key: str) -> Path | None:
-    """Where rank 0 tells ranks that started with it (srun, torchrun) what this distributed stage does."""
+_CALLS = [0]  # distributed stages entered by this process so far: every rank runs the same sequence
+
+
+def _next_call() -> int:
+    _CALLS[0] += 1
+    return _CALLS[0]
+
+
+def _plan_file(cfg: Any, stage: Stage, key: str, call: int) -> Path | None:
+    """Where rank 0 tells ranks that started with it (srun, torchrun) what this distributed stage does:
+    named by the launch (unique per job, step and restart) and by the call's number in this process, so
+    no plan of another launch or another stage call can be taken for this one."""
     token = job_token()
     if not (stage.distributed and launched_together() and token):
         return None
-    return stage_dir(cfg, stage.name, key) / ".plans" / f"{token}.json"
+    return stage_dir(cfg, stage.name, key) / ".plans" / f"{token}.{call}.json"
 
 
 def _publish_plan(plan: Path | None, content: dict[str, Any]) -> None:
@@ -407,7 +418,8 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     return {"stage": name, "status": "done", "dir": str(out_dir), **counts}
 
 
-def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str]) -> dict[str, Any]:
+def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str],
+                  call: int) -> dict[str, Any]:
     """A DDP rank > 0: take part in a distributed stage, write nothing; skip every other stage.
 
     Ranks start either inside rank 0's ``Trainer.fit`` (Lightning's launcher: the upstream stages are
@@ -421,7 +433,7 @@ def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], force
         return {"stage": name, "status": "follower"}
     out_dir = stage_dir(cfg, name, key)
     wait_s = float(os.environ.get("GANDIFF_FOLLOWER_WAIT_S", 24 * 3600))
-    plan_path = _plan_file(cfg, stage, key)
+    plan_path = _plan_file(cfg, stage, key, call)
     t0 = time.time()
 
     def waited(what: str) -> None:
@@ -431,11 +443,9 @@ def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], force
         time.sleep(2.0)
 
     if plan_path is not None:
-        while True:  # a plan from an earlier job with the same id predates this process: not ours
-            plan = read_json(plan_path) if plan_path.exists() else None
-            if plan is not None and plan.get("written", 0) >= PROCESS_STARTED - 60:
-                break
+        while not plan_path.exists():
             waited(f"rank 0's plan {plan_path}")
+        plan = read_json(plan_path)
         if "error" in plan:
             raise StageError(f"{name}: rank 0 stopped: {plan['error']}")
         inputs = {u: Path(p) for u, p in plan.get("inputs", {}).items()}
@@ -485,16 +495,33 @@ def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = N
     explicit = list(stages or _plain(cfg, "stages") or [])
     stages = explicit or _needed(cfg, list(STAGE_ORDER))
     results = []
-    for name in stages:
+    for n, name in enumerate(stages):
         try:
             results.append(run_stage(cfg, name, tracker=tracker))
-        except NotImplementedError as e:
+        except BaseException as e:
+            _release_followers(cfg, stages[n + 1:], {"error": f"{name}: {type(e).__name__}: {e}"})
+            if not isinstance(e, NotImplementedError):
+                raise
             log.warning("%s; the stages after it are skipped: %s", e, ", ".join(stages[stages.index(name) + 1:]))
             if on_missing:
                 on_missing(name)
             results.append({"stage": name, "status": "not-implemented"})
             break
         if results[-1]["status"] == "shard-done":
+            _release_followers(cfg, stages[n + 1:], {"todo": []})
             log.info("%s is split over shards that are not all done: stopping here", name)
             break
     return results
+
+
+def _release_followers(cfg: Any, stages: Sequence[str], content: dict[str, Any]) -> None:
+    """Rank 0 stops before some distributed stages: tell the ranks waiting at each of them (in order)."""
+    if not is_leader():
+        return
+    try:
+        for name in stages:
+            stage = load_stage(name)
+            if stage.distributed:
+                _publish_plan(_plan_file(cfg, stage, stage_key(cfg, name), _next_call()), content)
+    except Exception as e:  # never hide the error that stopped the run
+        log.warning("could not tell the other ranks that rank 0 stopped: %s", e)

@@ -12,7 +12,8 @@ from gandiff.pipeline import StageError, run_stage, stage_dir
 
 toy_stages.register()
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_NTASKS", "SLURM_PROCID", "WORLD_SIZE",
-             "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "MASTER_PORT", "GANDIFF_FOLLOWER_WAIT_S")
+             "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID",
+             "TORCHELASTIC_RESTART_COUNT", "GANDIFF_FOLLOWER_WAIT_S")
 
 
 @pytest.fixture
@@ -72,7 +73,10 @@ def test_followers_take_part_in_distributed_stages_without_recording(env, tmp_pa
 
 
 def _srun(env, rank: int, job: str = "41") -> None:
-    """The variables srun sets for task ``rank`` of 2 in job ``job``."""
+    """Become task ``rank`` of 2 of srun job ``job``: its variables, and a fresh process's call count."""
+    from gandiff import pipeline
+
+    pipeline._CALLS[0] = 0
     env.setenv("SLURM_NTASKS", "2")
     env.setenv("SLURM_PROCID", str(rank))
     env.setenv("SLURM_JOB_ID", job)
@@ -89,7 +93,7 @@ def test_ranks_started_together_follow_rank_0s_plan(env, tmp_path):
     _srun(env, 0)
     run_stage(cfg, "toy_make")
     run_stage(cfg, "toy_dsum")
-    assert (d / ".plans" / "41.0.json").exists()
+    assert [p.name for p in (d / ".plans").iterdir()] == ["slurm-41.0.0.1.json"]  # job.step.restart.call
     toy_stages.ToyDistributedSum.calls.clear()
     _srun(env, 1)
     assert run_stage(cfg, "toy_dsum")["status"] == "follower"
@@ -108,6 +112,30 @@ def test_ranks_started_together_follow_rank_0s_plan(env, tmp_path):
     _srun(env, 1, job="43")
     run_stage(again, "toy_dsum")
     assert toy_stages.ToyDistributedSum.calls[-1] == (False, ["total"])
+
+
+def test_rank_0_failing_before_a_distributed_stage_releases_the_ranks_waiting_there(env, tmp_path):
+    from gandiff.pipeline import run_pipeline
+
+    cfg = _cfg(tmp_path)
+    _srun(env, 0, job="50")
+    with pytest.raises(StageError):  # toy_sum cannot find toy_make: rank 0 stops before toy_dsum
+        run_pipeline(cfg, ["toy_sum", "toy_dsum"])
+    _srun(env, 1, job="50")
+    with pytest.raises(StageError, match="rank 0 stopped: toy_sum: StageError"):
+        run_pipeline(cfg, ["toy_sum", "toy_dsum"])
+
+
+def test_a_restarted_job_does_not_take_the_plans_of_the_first_attempt(env, tmp_path):
+    cfg = _cfg(tmp_path)
+    env.setenv("GANDIFF_FOLLOWER_WAIT_S", "0")
+    _srun(env, 0, job="60")
+    run_stage(cfg, "toy_make")
+    run_stage(cfg, "toy_dsum")
+    env.setenv("SLURM_RESTART_COUNT", "1")  # requeued: same job id and step, new attempt
+    _srun(env, 1, job="60")
+    with pytest.raises(StageError, match="waited 0 s for rank 0's plan"):
+        run_stage(cfg, "toy_dsum")
 
 
 def test_rank_0s_error_stops_the_ranks_waiting_for_it(env, tmp_path):
@@ -147,3 +175,17 @@ def test_a_relaunched_rank_finds_its_command(env):
     env.setenv("LOCAL_RANK", "1")
     assert _command(["trainer.devices=2", "hydra.run.dir=x"]) == ("train", ["trainer.devices=2", "hydra.run.dir=x"])
     assert _command(["evaluate", "a=1"]) == ("evaluate", ["a=1"])  # an explicit command always wins
+
+
+@pytest.mark.parametrize("variables, token", [
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "2"}, "slurm-7.2.0"),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, None),  # one task per job: nobody to follow a plan
+    ({"TORCHELASTIC_RUN_ID": "exp3", "TORCHELASTIC_RESTART_COUNT": "1"}, "torchrun-exp3.1"),
+    ({"TORCHELASTIC_RUN_ID": "none"}, None),  # torchrun's default id is the same in every job
+])
+def test_plans_are_named_only_by_ids_unique_to_the_launch(env, variables, token):
+    from gandiff.distributed import job_token
+
+    for k, v in variables.items():
+        env.setenv(k, v)
+    assert job_token() == token
