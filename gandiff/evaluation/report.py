@@ -359,7 +359,7 @@ def claims_summary(items: dict[str, dict[str, Any]], export_record: dict[str, An
         break
     if not diffusion and gan is not None:
         out.append("This run made no diffusion images: compare its export and recognizer with a diffusion run's "
-                   "(gandiff report-sweep over both run folders).")
+                   "on the same identities (`gandiff report-sweep <run folder>`: the two chains share it).")
     if "export-face" not in found and counts.get("empty"):
         out.append("No generated image passed curation: the exported dataset is empty.")
     return out
@@ -488,7 +488,9 @@ def _generation_source(run_dir: Path, evaluate_inputs: dict[str, Any]) -> str | 
     generate = run_dir / "generate" / str(gen_key) / "stage.json"
     if not generate.is_file():
         return None
-    return (read_json(generate).get("config", {}).get("generation") or {}).get("source", "diffusion")
+    # A GAN-only chain's generate stage read the identities, not DreamBooth adapters (its config hashes
+    # no generation keys at all).
+    return "gan" if "identities" in read_json(generate).get("inputs", {}) else "diffusion"
 
 
 def _chain_config(run_dir: Path, evaluate_dir: Path) -> dict[str, Any]:
@@ -520,7 +522,7 @@ def _distinct_labels(run_dir: Path, found: list[tuple[str, Path]]) -> list[tuple
         if len(idx) < 2:
             continue
         configs = [_chain_config(run_dir, found[i][1]) for i in idx]
-        keys = sorted({k for c in configs for k in c})
+        keys = sorted({k for c in configs for k in c if k})
         differ = [k for k in keys if len({repr(c.get(k, "<unset>")) for c in configs}) > 1]
         for i, c in zip(idx, configs):
             parts = [f"{k}={str(c.get(k, '<unset>'))[:24]}" for k in differ[:2]] or [found[i][1].name]

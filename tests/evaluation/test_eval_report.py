@@ -164,3 +164,22 @@ def test_claims_say_what_came_out_favourable_or_not():
     gan_only = R.claims_summary({"gan-face": gan, "export-face": _item(0.66, 0.17, 0.03)}, export, diffusion=False)
     assert gan_only[1].startswith("GAN-only run (generation.source=gan), the exported selection")
     assert not any("variation:" in x or "diffusion lost" in x for x in gan_only) and "report-sweep" in gan_only[-1]
+
+
+def test_sweep_labels_name_gan_only_chains_and_what_tells_the_others_apart(tmp_path):
+    def stage(name, key, config, inputs):
+        atomic_write_json(tmp_path / name / key / "stage.json",
+                          {"config": config, "inputs": {s: {"key": k} for s, k in inputs.items()}})
+
+    stage("generate", "g_gan", {}, {"identities": "i"})
+    stage("generate", "g_a", {"prompts": {"negative": "x"}}, {"dreambooth": "d"})
+    stage("generate", "g_b", {"prompts": {"negative": "y"}}, {"dreambooth": "d"})
+    for c, g in (("c_gan", "g_gan"), ("c_a", "g_a"), ("c_b", "g_b")):
+        stage("curate", c, {}, {"generate": g})
+    assert R._generation_source(tmp_path, {"curate": {"key": "c_gan"}}) == "gan"
+    assert R._generation_source(tmp_path, {"curate": {"key": "c_a"}}) == "diffusion"
+    for e, c in (("e_a", "c_a"), ("e_b", "c_b")):
+        stage("evaluate", e, {}, {"curate": c})
+    labels = R._distinct_labels(tmp_path, [("tag", tmp_path / "evaluate" / "e_a"), ("tag", tmp_path / "evaluate" / "e_b"),
+                                           ("other", tmp_path / "evaluate" / "e_b")])
+    assert [lab for lab, _ in labels] == ["tag [prompts.negative=x]", "tag [prompts.negative=y]", "other"]
