@@ -29,7 +29,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,21 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if a.get(k, "<unset>") != b.get(k, "<unset>"):
             out.append(f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}")
     return out
+
+
+def upstream_records(folders: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The ``stage.json`` record of each stage folder and of every stage upstream of it (following each
+    record's ``inputs``), once each, depth first; folders without a record are skipped."""
+    seen: set[Path] = set()
+    todo = list(folders)
+    while todo:
+        d = todo.pop()
+        if d in seen or not (d / "stage.json").exists():
+            continue
+        seen.add(d)
+        rec = read_json(d / "stage.json")
+        yield rec
+        todo += [d.parent.parent / name / inp["key"] for name, inp in rec.get("inputs", {}).items()]
 
 
 def stage_dir(cfg: Any, name: str, key: str | None = None) -> Path:

@@ -261,21 +261,14 @@ class ExportStage(Stage):
 
     def _lineage(self, ctx: StageContext) -> tuple[dict[str, Any], dict[str, Any]]:
         """Each upstream stage's own config and fingerprint, from the stage.json files (dreambooth via generate)."""
+        from gandiff.pipeline import upstream_records
+
         configs: dict[str, Any] = {}
         fps: dict[str, Any] = {"export": ctx.key}
-        seen: set[Path] = set()
-        todo = [ctx.input_dir(u) for u in self.upstream]
-        while todo:
-            d = todo.pop()
-            if d in seen or not (d / "stage.json").exists():
-                continue
-            seen.add(d)
-            rec = read_json(d / "stage.json")
+        for rec in upstream_records(ctx.input_dir(u) for u in self.upstream):
             configs.update({k: v for k, v in rec.get("config", {}).items() if k != "seed"})
             configs["seed"] = rec.get("config", {}).get("seed")
             fps[rec["stage"]] = {"key": rec["key"], "outputs": rec.get("outputs")}
-            for name, inp in rec.get("inputs", {}).items():
-                todo.append(d.parent.parent / name / inp["key"])
         return configs, fps
 
     def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:

@@ -493,25 +493,17 @@ def _generation_source(run_dir: Path, evaluate_inputs: dict[str, Any]) -> str | 
     return "gan" if "identities" in read_json(generate).get("inputs", {}) else "diffusion"
 
 
-def _chain_config(run_dir: Path, evaluate_dir: Path) -> dict[str, Any]:
+def _chain_config(evaluate_dir: Path) -> dict[str, Any]:
     """Every stage config an evaluation was built from (its stage.json inputs, followed upstream), flattened."""
-    from gandiff.artifacts import read_json
-    from gandiff.pipeline import _flatten
+    from gandiff.pipeline import _flatten, upstream_records
 
     out: dict[str, Any] = {}
-    todo, seen = [evaluate_dir / "stage.json"], set()
-    while todo:
-        p = todo.pop()
-        if p in seen or not p.is_file():
-            continue
-        seen.add(p)
-        rec = read_json(p)
+    for rec in upstream_records([evaluate_dir]):
         out.update(_flatten({k: v for k, v in rec.get("config", {}).items() if k != "seed"}))
-        todo += [run_dir / stage / str(i.get("key")) / "stage.json" for stage, i in rec.get("inputs", {}).items()]
     return out
 
 
-def _distinct_labels(run_dir: Path, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+def _distinct_labels(found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """Evaluations whose labels collide (same curation tag, e.g. two prompt banks) get the settings that
     tell them apart appended (at most two, shortened)."""
     groups: dict[str, list[int]] = {}
@@ -521,7 +513,7 @@ def _distinct_labels(run_dir: Path, found: list[tuple[str, Path]]) -> list[tuple
     for label, idx in groups.items():
         if len(idx) < 2:
             continue
-        configs = [_chain_config(run_dir, found[i][1]) for i in idx]
+        configs = [_chain_config(found[i][1]) for i in idx]
         keys = sorted({k for c in configs for k in c if k})
         differ = [k for k in keys if len({repr(c.get(k, "<unset>")) for c in configs}) > 1]
         for i, c in zip(idx, configs):
@@ -554,7 +546,7 @@ def find_evaluations(path: str | os.PathLike) -> list[tuple[str, Path]]:
                 if _generation_source(root, inputs) == "gan":
                     label = f"GAN only: {label}"  # experiment=gan_only shares the run folder
             found.append((label, d))
-        return _distinct_labels(root, found)
+        return _distinct_labels(found)
     jobs = sorted((p for p in root.iterdir() if (p / ".hydra" / "config.yaml").is_file()),
                   key=lambda p: int(p.name) if p.name.isdigit() else p.name)
     if not jobs:

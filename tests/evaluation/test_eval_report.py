@@ -180,6 +180,6 @@ def test_sweep_labels_name_gan_only_chains_and_what_tells_the_others_apart(tmp_p
     assert R._generation_source(tmp_path, {"curate": {"key": "c_a"}}) == "diffusion"
     for e, c in (("e_a", "c_a"), ("e_b", "c_b")):
         stage("evaluate", e, {}, {"curate": c})
-    labels = R._distinct_labels(tmp_path, [("tag", tmp_path / "evaluate" / "e_a"), ("tag", tmp_path / "evaluate" / "e_b"),
+    labels = R._distinct_labels([("tag", tmp_path / "evaluate" / "e_a"), ("tag", tmp_path / "evaluate" / "e_b"),
                                            ("other", tmp_path / "evaluate" / "e_b")])
     assert [lab for lab, _ in labels] == ["tag [prompts.negative=x]", "tag [prompts.negative=y]", "other"]
