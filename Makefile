@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gandiff-installed
 
-.PHONY: install demo test test-fast bench clean-demo
+.PHONY: install demo test test-fast bench rehearse clean-demo
 
 $(STAMP): pyproject.toml scripts/weight_packages.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-fast: install
 
 bench: install
 	$(PY) scripts/bench/all.py
+
+# Every stage at real size with random weights in the layouts users download (scripts/rehearse.py):
+# shapes, formats, memory and speed, not quality. ARGS='--size tiny' for the same path in minutes.
+rehearse: install
+	$(PY) scripts/rehearse.py $(ARGS)
 
 clean-demo:
 	rm -rf experiments/demo

@@ -59,6 +59,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` with stable bytes, written atomically.
+
+    ``torch.save`` to a file name names the zip archive inside after that name (a temporary name here, so two
+    identical saves would differ); through a buffer the archive is always ``archive``, as Lightning saves.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and a fixed layout: equal objects give equal bytes."""
     return json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False, default=_json_default) + "\n"

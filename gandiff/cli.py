@@ -34,6 +34,8 @@ TOOLS = {
     "faces": ("gandiff.face.cli:main", "gandiff faces photo.jpg other.jpg   # detections, attributes, similarity"),
     "inspect": ("gandiff.datasets.inspect:main", "gandiff inspect experiments/demo/export/<key>   # dataset stats"),
     "report-sweep": ("gandiff.evaluation.report:main", "gandiff report-sweep experiments/multirun/<time>   # compare a sweep's datasets"),
+    "compare": ("gandiff.evaluation.compare:main",
+                "gandiff compare experiments/demo /data/faces_webface_112x112   # runs and datasets, one field table"),
     "reference": ("gandiff.evaluation.distributions:main",
                   "gandiff reference /data/vgg2.rec --out refs/vgg2_sface.json   # a real score distribution"),
 }
@@ -104,7 +106,32 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
         raise SystemExit(3) from None
     if results and all(r["status"] == "up-to-date" for r in results):
         log.info("everything is up to date: nothing to do")
+    if is_leader() and (command == "run" or any(r["stage"] == "report" for r in results)):
+        print("\n".join(report_lines(results)), flush=True)
     return {r["stage"]: r["status"] for r in results}
+
+
+def report_lines(results: list[dict[str, Any]]) -> list[str]:
+    """How a run ends on the terminal: where the report is and its claims (the sentences the report itself
+    states, from ``gandiff.evaluation.report_stage.report_claims``), or why this run made no report."""
+    from pathlib import Path
+
+    rep = next((r for r in results if r["stage"] == "report" and r.get("dir")), None)
+    if rep is None:
+        last = results[-1] if results else {"stage": "nothing", "status": "run"}
+        return [f"report: not made by this run (it ended at {last['stage']}: {last['status']}); "
+                "`gandiff run` with the same overrides finishes it"]
+    d = Path(rep["dir"])
+    lines = [f"report: {d / 'report.html'} (Markdown: {d / 'report.md'})"]
+    try:
+        from gandiff.evaluation.report_stage import report_claims
+
+        claims = report_claims(d)
+    except (OSError, ValueError, KeyError) as e:  # the path is still worth printing
+        log.warning("could not read the report's claims in %s: %s", d, e)
+        claims = []
+    lines += [f"  - {c}" for c in claims] or ["  (the report states no claim: no face-embedder distribution)"]
+    return lines
 
 
 def _replay(cfg: Any) -> dict[str, Any]:
@@ -161,7 +188,27 @@ def main(argv: list[str] | None = None) -> None:
     # and those find the command in GANDIFF_COMMAND (see _command).
     sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "gandiff", *rest]
     os.environ[COMMAND_ENV] = cmd
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(gandiff)()
+    # Hydra prints a composition error (unknown key, wrong type, missing group option) in four lines and exits
+    # 1; with HYDRA_FULL_ERROR it raises instead, and becomes the one line (exit 2) that validate() gives the
+    # same mistake made with '+'. Other errors keep their full traceback.
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(gandiff)()
+    except (ConfigCompositionException, OverrideParseException) as e:
+        from gandiff.config import override_error_message
+        from gandiff.log import setup_logging
+
+        setup_logging()
+        log.error("%s", override_error_message(e))
+        raise SystemExit(2) from None
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
 
 
 if __name__ == "__main__":

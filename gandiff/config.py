@@ -1,7 +1,9 @@
 """The config tree: the root schema, its registration in Hydra's ConfigStore, resolvers, validation.
 
 ``conf/config.yaml`` composes the groups; this schema types them, so that an unknown key or a value of
-the wrong type fails while Hydra composes, and ``validate`` runs each group's value rules.
+the wrong type fails while Hydra composes, and ``validate`` runs each group's value rules and refuses keys
+the schema does not declare that ``+key=value`` slipped past Hydra (the same line either way, with the
+nearest valid key).
 """
 
 from __future__ import annotations
@@ -149,6 +151,124 @@ def _missing_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def _target_params(target: Any) -> set[str] | None:
+    """The keyword arguments a ``_target_`` accepts; None when it takes ``**kwargs`` or cannot be imported
+    (``instantiate`` then says why, naming the target)."""
+    import inspect
+
+    if not isinstance(target, str):
+        return None
+    try:
+        from hydra.utils import get_object
+
+        sig = inspect.signature(get_object(target))
+    except Exception:  # noqa: BLE001 -- a missing optional extra is reported by instantiate, not here
+        return None
+    params = sig.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)}
+
+
+def _unknown_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys the schema does not declare: in a dataclass node, a key that is not one of its fields
+    (Hydra's ``+key=value`` adds those with the struct flag off, and ``OmegaConf.to_object`` would set them
+    as stray attributes); in a ``{_target_: ...}`` node, a key its target does not take. Mappings typed
+    ``dict`` or ``Any`` without ``_target_`` (``plugins``, ``identity.target``, ``prompts.families``,
+    ``benchmark.ijb``, ...) are open by design."""
+    import dataclasses
+
+    out: list[str] = []
+    if OmegaConf.is_list(node):
+        for i in range(len(node)):
+            child = node._get_node(i)
+            if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+                out += _unknown_keys(child, f"{prefix[:-1]}[{i}].")
+        return out
+    object_type = OmegaConf.get_type(node)
+    allowed: set[str] | None = None
+    if dataclasses.is_dataclass(object_type):
+        allowed = {f.name for f in dataclasses.fields(object_type)}
+    elif "_target_" in node:
+        target = node._get_node("_target_")
+        allowed = None if target._is_interpolation() else _target_params(target._value())
+        if allowed is not None:
+            allowed |= {k for k in node.keys() if str(k).startswith("_") and str(k).endswith("_")}  # Hydra's
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if allowed is not None and key not in allowed:
+            out.append(full)
+            continue
+        child = node._get_node(key)
+        if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+            out += _unknown_keys(child, f"{full}.")
+    return out
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (mappings only), without resolving interpolations."""
+    out = []
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        out.append(full)
+        child = node._get_node(key)
+        if child is not None and not child._is_interpolation() and OmegaConf.is_dict(child):
+            out += _all_keys(child, f"{full}.")
+    return out
+
+
+def nearest_key(full_key: str, root: Any) -> str | None:
+    """The valid key closest to a misspelt one: a sibling first (``identity.nmu`` -> ``identity.num``), then
+    a key elsewhere with (nearly) that name (``dreambooth.seeed`` -> ``seed``)."""
+    import difflib
+
+    keys = [k for k in _all_keys(root) if k != full_key and not full_key.startswith(f"{k}.")
+            and not k.startswith("hydra.") and k != "hydra"]
+    parent, _, leaf = full_key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in keys if k.rpartition(".")[0] == parent}
+    try:
+        node = OmegaConf.select(root, parent, default=None) if parent else None
+    except Exception:  # noqa: BLE001 -- an interpolation that does not resolve: no hint from it
+        node = None
+    if OmegaConf.is_dict(node) and "_target_" in node:  # a model slot: its target's arguments are its keys
+        siblings.update({p: f"{parent}.{p}" for p in _target_params(node._get_node("_target_")._value()) or ()
+                         if p != leaf})
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    if close:
+        return siblings[close[0]]
+    by_leaf: dict[str, list[str]] = {}
+    for k in keys:
+        by_leaf.setdefault(k.rpartition(".")[2], []).append(k)
+    close = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.8)
+    return difflib.get_close_matches(full_key, by_leaf[close[0]], n=1, cutoff=0.0)[0] if close else None
+
+
+def unknown_key_message(full_key: str, root: Any) -> str:
+    """One line for an unknown key, the same with or without ``+`` (config keys are fixed by the schema)."""
+    near = nearest_key(full_key, root)
+    hint = f": did you mean {near}?" if near else ""
+    return (f"{full_key}: unknown config key{hint} (keys are fixed by the schema, with or without '+'; "
+            f"`gandiff run --cfg job` shows them all)")
+
+
+def override_error_message(error: Exception) -> str:
+    """Hydra's composition error (several lines) -> gandiff's one line naming the key and what is right."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = error.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+        # parent_node is the node being composed: its root holds every key (group choices applied)
+        root = cause.parent_node._get_root() if cause.parent_node is not None else OmegaConf.structured(Config)
+        return unknown_key_message(cause.full_key, root)
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {str(cause.msg if getattr(cause, 'msg', None) else cause).splitlines()[0]}"
+    lines = [ln.strip() for ln in str(error).split("Config search path")[0].splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[1].startswith("Available options"):  # an unknown group option
+        return f"{lines[0]}; {lines[1]} {', '.join(lines[2:])}"
+    return " ".join(lines) if lines else type(error).__name__
+
+
 def validate(cfg: DictConfig) -> Config:
     """Run every group's value rules; raises ConfigError with one line naming the key and the rule."""
     from omegaconf.errors import OmegaConfBaseException
@@ -158,6 +278,9 @@ def validate(cfg: DictConfig) -> Config:
         raise ConfigError(
             f"{', '.join(missing)}: no value (??? in the config): set {'it' if len(missing) == 1 else 'each'} on "
             f"the command line, e.g. {missing[0]}=/path/to/file (README, \"Plugging in real models\")")
+    unknown = [k for k in _unknown_keys(cfg) if k != "hydra" and not k.startswith("hydra.")]
+    if unknown:
+        raise ConfigError(unknown_key_message(unknown[0], cfg))
     try:
         return OmegaConf.to_object(cfg)  # builds the dataclasses, so their __post_init__ checks run
     except ConfigError:

@@ -114,11 +114,26 @@ class StageContext:
     items: ItemStore
     tracker: Any = None  # gandiff.tracking.Tracker or None
     leader: bool = True  # False in DDP ranks > 0: write nothing (``items.put`` is a no-op there)
+    # Speed figures of this call (images/s ...): they go to stage.json's ``timings``, never into result files,
+    # so that two identical runs write the same result bytes.
+    timings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def input_dir(self, stage: str) -> Path:
         if stage not in self.inputs:
             raise KeyError(f"stage {self.name!r} does not declare {stage!r} as an input")
         return self.inputs[stage]
+
+    def portable(self, value: Any) -> Any:
+        """``value`` (a string, or lists and dicts of them) with this run's folder taken out of its paths, so
+        stage folders are named by stage and key (``export/<key>/...``): result files then have the same bytes
+        whichever folder (``paths.root``) the run is in."""
+        if isinstance(value, str):
+            return value.replace(f"{self.run_dir}{os.sep}", "")
+        if isinstance(value, dict):
+            return {k: self.portable(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.portable(v) for v in value)
+        return value
 
     def progress(self, iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterable[Any]:
         from gandiff.log import progress
@@ -404,7 +419,7 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     missing = ctx.items.unrecorded([k for k in keys if k not in mine_set])
     if missing:
         atomic_write_json(out_dir / "shards" / f"{shard_index}-of-{shard_count}.json",
-                          {"items": len(mine), "made": len(todo), **timing})
+                          {"items": len(mine), "made": len(todo), **timing, **ctx.timings})
         log.info("%s: shard %d/%d done; %d items of other shards still to do", name, shard_index, shard_count,
                  len(missing))
         return {"stage": name, "status": "shard-done", "dir": str(out_dir), "pending": len(missing)}
@@ -421,7 +436,8 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
         "inputs": input_record,
         "outputs": ctx.items.files_digest(keys),
         "counts": counts,
-        "timings": {**timing, "made_here": len(todo), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        "timings": {**timing, **ctx.timings, "made_here": len(todo),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
         "shards": shard_count,
         "versions": _versions(),
         "argv": sys.argv[1:],

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from gandiff.datasets.card import statistics_markdown
     from gandiff.datasets.readers import EmptyDatasetError
+    from gandiff.errors import UserError
     from gandiff.log import setup_logging
 
     setup_logging()
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         sheets = None
     try:
         stats = inspect_dataset(args.dataset, args.format, sheets, args.max_identities, args.per_identity)
-    except (FileNotFoundError, ValueError, EmptyDatasetError) as e:
+    except (FileNotFoundError, ValueError, EmptyDatasetError, UserError) as e:
         print(f"gandiff inspect: {e}")
         raise SystemExit(2) from None
     if args.json:

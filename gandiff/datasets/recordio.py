@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gandiff.artifacts import atomic_path, atomic_write_text
+from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ IR_SIZE = struct.calcsize(IR_FORMAT)
 MAX_RECORD = 1 << 29  # dmlc: lrecord keeps 29 bits for the length
 
 
-class RecordIOError(ValueError):
+class RecordIOError(UserError, ValueError):
     """A ``.rec`` / ``.idx`` / ``property`` file that does not follow the format; the message names it."""
+
+
+class RecordIOKeyError(RecordIOError):
+    """A record key that ``train.idx`` does not list (an incomplete or foreign index); names both files."""
 
 
 @dataclass(frozen=True)
@@ -113,14 +118,20 @@ def encode_record(payload: bytes) -> bytes:
     return bytes(out)
 
 
-def read_record_at(f: BinaryIO, offset: int, source: str = "train.rec") -> bytes:
+def read_record_at(f: BinaryIO, offset: int, source: str = "train.rec", key: int | None = None) -> bytes:
     """dmlc ``RecordIOReader::NextRecord`` from ``offset``: join the parts, putting back the magic words."""
+    size = f.seek(0, os.SEEK_END)  # any seekable stream (a file, BytesIO)
+    which = f"key {key}'s offset" if key is not None else "offset"
+    if not 0 <= offset < size:
+        raise RecordIOError(f"{source}: {which} {offset} is past the end of the file ({size} bytes): the .idx "
+                            "does not belong to this .rec (or the .rec was cut short)")
     f.seek(offset)
     parts = []
     while True:
         head = f.read(8)
         if len(head) != 8:
-            raise RecordIOError(f"{source}: truncated record header at byte {f.tell() - len(head)}")
+            raise RecordIOError(f"{source}: truncated record header at byte {f.tell() - len(head)} "
+                                f"(the file has {size} bytes)")
         magic, lrec = struct.unpack("<II", head)
         if magic != MAGIC:
             raise RecordIOError(f"{source}: no RecordIO magic at byte {f.tell() - 8} "
@@ -128,7 +139,8 @@ def read_record_at(f: BinaryIO, offset: int, source: str = "train.rec") -> bytes
         cflag, length = lrec >> 29, lrec & (MAX_RECORD - 1)
         data = f.read((length + 3) & ~3)
         if len(data) < length:
-            raise RecordIOError(f"{source}: record at byte {offset} is truncated")
+            raise RecordIOError(f"{source}: record at byte {offset} is truncated: it needs {length} bytes from "
+                                f"byte {f.tell() - len(data)}, past the end of the file ({size} bytes)")
         parts.append(data[:length])
         if cflag in (0, 3):
             return _MAGIC_BYTES.join(parts)
@@ -307,9 +319,17 @@ class RecordIOReader:
                 self.identity_ranges.append((int(h.label[0]), int(h.label[1])))
         else:  # a plain indexed .rec: every key is an image (arcface_torch does the same)
             self.image_keys = np.array(list(self.offsets), dtype=np.int64)
-        missing = [int(k) for k in self.image_keys[:1].tolist() + self.image_keys[-1:].tolist() if k not in self.offsets]
-        if missing:
-            raise RecordIOError(f"{self.idx_path}: image keys {missing} from the header record are not in the index")
+        # An image key the index does not list is read as a RecordIOKeyError (training skips and counts it,
+        # like an undecodable image); an index that lists none of them belongs to another .rec.
+        listed = np.fromiter(self.offsets, dtype=np.int64, count=len(self.offsets))
+        absent = self.image_keys[~np.isin(self.image_keys, listed)]
+        self.missing_keys = int(len(absent))
+        if self.missing_keys and self.missing_keys == len(self.image_keys):
+            raise RecordIOError(f"{self.idx_path}: none of the image keys {int(absent[0])}..{int(absent[-1])} of the "
+                                f"header record in {self.rec_path.name} is in the index")
+        if self.missing_keys:
+            log.warning("%s: %d of %d image keys are not listed (e.g. key %d): those images cannot be read and "
+                        "will be skipped", self.idx_path, self.missing_keys, len(self.image_keys), int(absent[0]))
         self._labels: np.ndarray | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -330,8 +350,10 @@ class RecordIOReader:
 
     def read_raw(self, key: int) -> bytes:
         if key not in self.offsets:
-            raise KeyError(f"{self.idx_path}: no record with key {key}")
-        return read_record_at(self._file(), self.offsets[key], str(self.rec_path))
+            raise RecordIOKeyError(f"{self.idx_path}: no record with key {key} (the index lists {len(self.offsets)} "
+                                   f"keys; {self.rec_path.name} should have one line per record: rebuild the .idx "
+                                   "or re-export)")
+        return read_record_at(self._file(), self.offsets[key], str(self.rec_path), key)
 
     def __len__(self) -> int:
         return len(self.image_keys)
@@ -349,7 +371,7 @@ class RecordIOReader:
             # record (insightface's RecBuilder); checked on up to 32 identities, else every header is read.
             ranges = self.identity_ranges
             step = max(1, len(ranges) // 32)
-            if ranges and all(self.read(ranges[c][0] - 1)[0] == c for c in range(0, len(ranges), step)):
+            if ranges and all(self._first_label(*ranges[c]) in (c, None) for c in range(0, len(ranges), step)):
                 labels = np.empty(len(self), dtype=np.int64)
                 for label, (start, end) in enumerate(ranges):
                     labels[start - 1:end - 1] = label
@@ -357,6 +379,11 @@ class RecordIOReader:
             else:
                 self._labels = np.array([self.read(i)[0] for i in range(len(self))], dtype=np.int64)
         return self._labels
+
+    def _first_label(self, start: int, end: int) -> int | None:
+        """The label of the first listed image key in [start, end); None when none is listed."""
+        key = next((k for k in range(start, end) if k in self.offsets), None)
+        return None if key is None else self.read(key - 1)[0]  # header sets: image key k is index k - 1
 
     @property
     def num_classes(self) -> int:

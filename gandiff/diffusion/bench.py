@@ -24,16 +24,6 @@ def _sync(comps: Components) -> None:
         torch.cuda.synchronize(comps.device)
 
 
-def _timed(comps: Components, fn: Any) -> float:
-    """Seconds of the second of two calls (the first warms up kernels and allocator caches)."""
-    fn()
-    _sync(comps)
-    t0 = time.perf_counter()
-    fn()
-    _sync(comps)
-    return time.perf_counter() - t0
-
-
 def components_for(size: str, device: str, dtype: str) -> Components:
     """``tiny`` or ``sd15`` modules with random weights (no download)."""
     return build_sd15_random_components(device=device, dtype=dtype, size=size)
@@ -49,13 +39,18 @@ def bench_dreambooth(
     prior_weight: float = 1.0,
     gradient_checkpointing: bool = False,
     planned_steps: int = 800,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     """Seconds per DreamBooth step and per identity (for ``planned_steps`` steps) at K identities per batch.
 
     K = 1 is the one-identity-at-a-time reference (diffusers' script: batch of one instance and one class
     image). Each step is the module's own: loss, backward, per-adapter clipping, AdamW; bf16/fp16 runs
-    under autocast with fp32 adapters, as the Lightning Trainer's mixed precision does.
+    under autocast with fp32 adapters, as the Lightning Trainer's mixed precision does. With ``rounds`` > 1
+    the K values run interleaved (K1, K2, ..., K1, K2, ...); each row's ``s_per_step_rounds`` lists the
+    rounds and its figures are their medians.
     """
+    import statistics
+
     from diffusers import DDPMScheduler
 
     from gandiff.diffusion.dreambooth import ClassData, DreamBoothModule, IdentityData, StepBatches
@@ -73,8 +68,9 @@ def bench_dreambooth(
         )
     }
     autocast = comps.device.type == "cuda" and comps.dtype != torch.float32
-    rows = []
-    for k in ks:
+
+    def one_run(k: int) -> tuple[float, int]:
+        """(seconds per timed step, batch size) of a fresh K-identity LoRA, after ``warmup`` steps."""
         ids = [
             IdentityData(
                 f"id_{i:06d}",
@@ -120,12 +116,24 @@ def bench_dreambooth(
             if gradient_checkpointing:
                 comps.unet.disable_gradient_checkpointing()
             lora.detach()
+        return per_step, len(data[0]["latents"])
+
+    per_round: dict[int, list[float]] = {k: [] for k in ks}
+    batches: dict[int, int] = {}
+    for _ in range(max(1, rounds)):
+        for k in ks:
+            t, batches[k] = one_run(k)
+            per_round[k].append(t)
+    rows = []
+    for k in ks:
+        per_step = statistics.median(per_round[k])
         rows.append(
             {
                 "K": k,
-                "batch": len(data[0]["latents"]),
+                "batch": batches[k],
                 "s_per_step": per_step,
                 f"s_per_identity_{planned_steps}_steps": per_step * planned_steps / k,
+                "s_per_step_rounds": per_round[k],
             }
         )
     base = rows[0]["s_per_step"] / ks[0]
@@ -144,12 +152,17 @@ def bench_generate(
     resolution: int = 64,
     scheduler: str = "ddim",
     rank: int = 4,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
     """Images/s: mixed-identity batches through the multi-LoRA vs one identity at a time.
 
     The reference is the plain diffusers loop: per identity ``load_lora_weights``, render its images in
     batches of at most ``batch_size`` (it cannot fill a batch with other identities), ``unload_lora_weights``.
+    Each runs once untimed, then ``rounds`` times interleaved (reference, mixed, reference, mixed ...);
+    ``seconds_rounds`` lists the rounds, the other figures are their medians.
     """
+    import statistics
+
     from gandiff.diffusion.generate import RenderSpec, attach_adapters, render_batch
     from gandiff.diffusion.multi_lora import MultiLoRA, save_adapter
 
@@ -190,7 +203,17 @@ def bench_generate(
                 pipe.unload_lora_weights()
 
         # Each run once untimed first: kernels are selected / compiled per batch shape on first use.
-        alone, mixed = _timed(comps, reference_run), _timed(comps, mixed_run)
+        reference_run()
+        mixed_run()
+        alone_rounds, mixed_rounds = [], []
+        for _ in range(max(1, rounds)):
+            for fn, out in ((reference_run, alone_rounds), (mixed_run, mixed_rounds)):
+                _sync(comps)
+                t0 = time.perf_counter()
+                fn()
+                _sync(comps)
+                out.append(time.perf_counter() - t0)
+        alone, mixed = statistics.median(alone_rounds), statistics.median(mixed_rounds)
     return [
         {
             "method": "one identity at a time (diffusers load_lora_weights)",
@@ -198,6 +221,7 @@ def bench_generate(
             "seconds": alone,
             "images_per_s": n / alone,
             "speedup": 1.0,
+            "seconds_rounds": alone_rounds,
         },
         {
             "method": f"mixed-identity batches of {batch_size} (multi-LoRA)",
@@ -205,13 +229,14 @@ def bench_generate(
             "seconds": mixed,
             "images_per_s": n / mixed,
             "speedup": alone / mixed,
+            "seconds_rounds": mixed_rounds,
         },
     ]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of bench rows (floats to 3 significant digits)."""
-    cols = list(rows[0])
+    cols = [c for c in rows[0] if not c.endswith("_rounds")]
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]

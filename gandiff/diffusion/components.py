@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -144,21 +145,23 @@ def resolve_base(base: str, cache_dir: str | os.PathLike | None) -> str:
 
 
 def load_components(
-    base: str, dtype: str = "float32", device: str = "auto", cache_dir: str | os.PathLike | None = None
+    base: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    variant: str | None = None,
 ) -> Components:
     """Load (once per process) a Stable Diffusion model from a diffusers folder, a hub id or ``builtin:<name>``.
 
+    ``variant`` (``dreambooth.variant``) picks ``<weights>.<variant>.safetensors`` files, as
+    ``from_pretrained(variant=...)`` does; ``None`` takes the full files, or for a local folder that has
+    only one variant's files (hub folders downloaded with ``variant="fp16"``), that variant (logged).
     Modules are frozen and in eval mode; training code attaches its adapters (and unfreezes what it
     trains) on top and detaches them afterwards, so the cached modules stay the base model.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     path = resolve_base(base, cache_dir)
-    key = (str(Path(path).resolve()) if Path(path).exists() else path, str(dt), str(dev))
-    if key in _CACHE:
-        return _CACHE[key]
-    from diffusers import StableDiffusionPipeline
-
     if not Path(path).exists() and (Path(path).is_absolute() or path.startswith((".", "~"))):
         raise FileNotFoundError(f"dreambooth.base={base!r}: folder {path} does not exist")
     if Path(path).is_dir() and not (Path(path) / "model_index.json").exists():
@@ -166,17 +169,76 @@ def load_components(
             f"dreambooth.base={base!r}: {path} is not a diffusers folder "
             "(no model_index.json); save one with StableDiffusionPipeline.save_pretrained"
         )
+    if Path(path).is_dir():
+        variant = folder_variant(Path(path), variant, base)
+    key = (str(Path(path).resolve()) if Path(path).exists() else path, str(dt), str(dev), str(variant))
+    if key in _CACHE:
+        return _CACHE[key]
+    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.disable_progress_bar()
     pipe = StableDiffusionPipeline.from_pretrained(
-        path, dtype=dt, safety_checker=None, requires_safety_checker=False
+        path, dtype=dt, variant=variant, safety_checker=None, requires_safety_checker=False
     )
     comps = _finish(
         pipe.tokenizer, pipe.text_encoder, pipe.vae, pipe.unet, dict(pipe.scheduler.config), base, dev, dt
     )
     _CACHE[key] = comps
     return comps
+
+
+# The modules Components loads (the safety checker is never loaded) and their weight files, full or variant
+# (diffusers' naming: ``diffusion_pytorch_model.fp16.safetensors``, shards ``....fp16-00001-of-00002.safetensors``).
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+_WEIGHT_FILE = re.compile(r"^[A-Za-z0-9_]+(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?:safetensors|bin)$")
+
+
+def weight_variants(folder: Path) -> set[str | None]:
+    """The weight-file variants in one component folder: ``None`` for full files, ``"fp16"`` ..."""
+    found: set[str | None] = set()
+    for f in folder.iterdir() if folder.is_dir() else ():
+        m = _WEIGHT_FILE.match(f.name)
+        if m:
+            found.add(m.group("variant"))
+    return found
+
+
+def folder_variant(path: Path, variant: str | None, base: str) -> str | None:
+    """The variant to load a local diffusers folder with: the configured one, checked, or the one it holds.
+
+    A folder holding neither full weight files nor the configured variant's is one line naming the
+    component folder and the key to set.
+    """
+    per = {name: weight_variants(path / name) for name in WEIGHT_COMPONENTS}
+    missing = [name for name, v in per.items() if not v]
+    if missing:
+        raise FileNotFoundError(
+            f"dreambooth.base={base!r}: {path / missing[0]} has no weight files (*.safetensors / *.bin); "
+            f"a Stable Diffusion folder needs {', '.join(WEIGHT_COMPONENTS)} with weights"
+        )
+    if variant is not None:
+        lacking = [name for name, v in per.items() if variant not in v]
+        if lacking:
+            have = sorted(str(v) if v else "full" for v in per[lacking[0]])
+            raise FileNotFoundError(
+                f"dreambooth.variant={variant!r}: {path / lacking[0]} has no *.{variant}.safetensors files "
+                f"(it has: {', '.join(have)}); set dreambooth.variant to one of those (full: null)"
+            )
+        return variant
+    if all(None in v for v in per.values()):
+        return None
+    common = set.intersection(*per.values()) - {None}
+    if len(common) == 1:
+        chosen = common.pop()
+        log.info("dreambooth.base=%s: only %s variant files; loading variant=%s", path, chosen, chosen)
+        return chosen
+    lacking = next(name for name, v in per.items() if None not in v)
+    have = sorted(str(v) for v in per[lacking] if v)
+    raise FileNotFoundError(
+        f"dreambooth.base={base!r}: {path / lacking} has no full weight files, only variants "
+        f"{', '.join(have)}; set dreambooth.variant (e.g. dreambooth.variant={have[0]})"
+    )
 
 
 def _finish(

@@ -90,6 +90,11 @@ class IdentityData:
     latent_std: torch.Tensor
     prompt: str  # the instance prompt, e.g. "a photo of sks woman"
     class_key: str  # which ClassData holds its prior images ("" without prior preservation)
+    # Identity loss only (dreambooth.identity_loss > 0): per training image and orientation, the affine_grid
+    # matrix that cuts its 112x112 ArcFace crop from the decoded image, (N, 2, 2, 3); the identity's anchor
+    # embedding in the loss embedder's space, (D,) unit length.
+    crop_theta: torch.Tensor | None = None
+    anchor_embedding: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -119,8 +124,19 @@ class StepBatches(torch.utils.data.Dataset):
         scaling_factor: float,
         num_train_timesteps: int,
         text: dict[str, torch.Tensor],
+        identity_max_timestep: int | None = None,
+        batch_size: int = 1,
     ):
         self.ids = list(identities)
+        self.batch_size = int(batch_size)  # samples per identity per step (diffusers' --train_batch_size)
+        # Identity loss on (identity_max_timestep set): every identity carries crop matrices and an anchor.
+        self.identity_rows = identity_max_timestep
+        self.identity_dim = 0
+        if identity_max_timestep is not None:
+            missing = [d.id for d in self.ids if d.crop_theta is None or d.anchor_embedding is None]
+            if missing:
+                raise ValueError(f"identity loss: identities {missing} have no crop_theta / anchor_embedding")
+            self.identity_dim = int(self.ids[0].anchor_embedding.shape[0])
         self.classes = classes
         self.steps = steps
         self.flip = flip
@@ -133,35 +149,117 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.steps
 
-    def _draw(self, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def _draw(self, mean: torch.Tensor, std: torch.Tensor, g: torch.Generator) -> tuple[Any, ...]:
         j = int(torch.randint(mean.shape[0], (1,), generator=g))
         f = int(torch.rand((), generator=g) < self.flip)
         z = (mean[j, f] + std[j, f] * torch.randn(mean.shape[2:], generator=g)) * self.scale  # (C, h, w)
         noise = torch.randn(z.shape, generator=g)
         t = torch.randint(self.T, (), generator=g)
-        return z, noise, t
+        return z, noise, t, (j, f)
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        inst, prior = [], []
+        # Layout with B = batch_size: B blocks of K instance rows ([id_0..id_K-1] each), then B blocks of K
+        # class rows; row n belongs to identity n % K. Each identity draws its B instance samples, then its
+        # B class samples, from its own generator (B = 1: exactly the one-sample layout).
+        k, b = len(self.ids), self.batch_size
+        inst_of, prior_of = [], []
         for d in self.ids:
             g = torch.Generator().manual_seed(item_seed(d.seed, step))
-            inst.append((*self._draw(d.latent_mean, d.latent_std, g), self.text[d.prompt]))
+            inst_of.append([(*self._draw(d.latent_mean, d.latent_std, g), self.text[d.prompt]) for _ in range(b)])
             if self.prior:
                 c = self.classes[d.class_key]
-                prior.append((*self._draw(c.latent_mean, c.latent_std, g), self.text[c.prompt]))
-        k = len(self.ids)
+                prior_of.append([(*self._draw(c.latent_mean, c.latent_std, g), self.text[c.prompt])
+                                 for _ in range(b)])
+        inst = [inst_of[i][j] for j in range(b) for i in range(k)]
+        prior = [prior_of[i][j] for j in range(b) for i in range(k)] if self.prior else []
         rows = inst + prior
-        weights = [1.0] * k + [self.prior_weight] * len(prior)
-        return {
-            "latents": torch.stack([r[0] for r in rows]),  # (N, C, h, w), N = K or 2K
+        # An identity's loss is the mean over its own B samples of each kind (weights 1/B, prior_weight/B).
+        weights = [1.0 / b] * len(inst) + [self.prior_weight / b] * len(prior)
+        out = {
+            "latents": torch.stack([r[0] for r in rows]),  # (N, C, h, w), N = BK or 2BK
             "noise": torch.stack([r[1] for r in rows]),
             "timesteps": torch.stack([r[2] for r in rows]).long(),  # (N,)
-            "text": torch.stack([r[3] for r in rows]),  # (N, 77, D) or (N, 77)
-            "weights": torch.tensor(weights),  # (N,): 1 for instance samples, prior_weight for class samples
+            "text": torch.stack([r[4] for r in rows]),  # (N, 77, D) or (N, 77)
+            "weights": torch.tensor(weights),  # (N,): 1/B for instance samples, prior_weight/B for class samples
         }
+        if self.identity_rows is not None:
+            # The identity loss acts on instance samples only (the anchor is the identity's, not the class's),
+            # at timesteps below identity_max_timestep: there the predicted x0 is a face, not a blur.
+            rows_id = [n for n, r in enumerate(inst) if int(r[2]) < self.identity_rows]
+            d_of = [self.ids[n % k] for n in range(len(inst))]
+            out["id_rows"] = torch.tensor(rows_id, dtype=torch.long)  # (M,) rows of the batch, M <= BK
+            out["id_theta"] = torch.stack([d_of[n].crop_theta[inst[n][3]] for n in rows_id]) \
+                if rows_id else torch.zeros(0, 2, 3)  # (M, 2, 3)
+            out["id_anchor"] = torch.stack([d_of[n].anchor_embedding for n in rows_id]) \
+                if rows_id else torch.zeros(0, self.identity_dim)  # (M, D)
+        return out
 
 
 # --------------------------------------------------------------------------------------------- loss
+
+
+@dataclasses.dataclass
+class IdentityTerm:
+    """The identity loss of ``dreambooth.identity_loss``: weight * (1 - cos(E(crop(D(x0_hat))), anchor)).
+
+    ``x0_hat`` is the clean latent the UNet's prediction implies (DDPM: x0 = (z_t - sqrt(1-a) eps) / sqrt(a)),
+    ``D`` the frozen VAE decoder, ``crop`` the fixed ArcFace-template affine crop of that training image
+    (``F.grid_sample``), ``E`` a frozen differentiable face embedder (``gandiff.face.sface_torch``) taking
+    ``(M, 3, 112, 112)`` RGB 0..255. Gradients reach the trained weights through all of it. The idea is
+    ID-Booth's identity term (Tomasevic et al., FG 2025) and Arc2Face's identity loss on the denoised estimate;
+    the embedder here must not be the one that later measures the generated identities.
+    A plain holder, not a Module: Lightning must not move, train or count these frozen networks.
+    """
+
+    vae: Any
+    embedder: Any
+    weight: float
+    max_timestep: int
+    scaling_factor: float
+    crop_size: int = 112
+
+
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """The five landmarks (left eye, right eye, nose, left mouth, right mouth) of the mirrored image, (5, 2).
+
+    Pixel centres sit at integer coordinates (OpenCV's convention), so x maps to ``width - 1 - x``; the
+    left and right points swap, keeping the "as seen in the image" order the template expects.
+    """
+    p = np.asarray(landmarks, np.float64).reshape(5, 2).copy()
+    p[:, 0] = width - 1 - p[:, 0]
+    return p[[1, 0, 2, 4, 3]]
+
+
+def crop_theta(landmarks: np.ndarray, height: int, width: int, size: int = 112) -> np.ndarray:
+    """The ``F.affine_grid`` matrix (2, 3) that cuts the ArcFace crop of ``align_face(image, landmarks, size)``.
+
+    ``align_face`` warps with M (image pixels -> crop pixels, pixel centres at integers). grid_sample
+    wants, for each output location in normalised coordinates (align_corners=False: pixel i of n at
+    (2i + 1) / n - 1), the normalised source location: theta = N_image . M^-1 . N_crop^-1.
+    """
+    from gandiff.face.align import alignment_matrix
+
+    m = np.vstack([alignment_matrix(landmarks, size), [0.0, 0.0, 1.0]])  # (3, 3) image -> crop
+    from_crop = np.array([[size / 2, 0, (size - 1) / 2], [0, size / 2, (size - 1) / 2], [0, 0, 1.0]])
+    to_image = np.array([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1], [0, 0, 1.0]])
+    return (to_image @ np.linalg.inv(m) @ from_crop)[:2].astype(np.float32)
+
+
+def identity_loss(term: IdentityTerm, x0_latent: torch.Tensor, theta: torch.Tensor,
+                  anchor: torch.Tensor) -> torch.Tensor:
+    """(M,) ``1 - cos`` between the embedding of each decoded, cropped x0 estimate and its identity's anchor.
+
+    ``x0_latent`` (M, C, h, w) scaled latents; ``theta`` (M, 2, 3) affine_grid matrices (crop -> image, in
+    normalised coordinates, align_corners=False); ``anchor`` (M, D) unit rows.
+    """
+    vae_dt = next(term.vae.parameters()).dtype
+    img = term.vae.decode((x0_latent / term.scaling_factor).to(vae_dt)).sample.float()  # (M, 3, H, W) in ~[-1, 1]
+    img = (img + 1.0) * 127.5  # the embedder's convention: RGB 0..255
+    grid = F.affine_grid(theta.float(), [img.shape[0], 3, term.crop_size, term.crop_size], align_corners=False)
+    crop = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (M, 3, 112, 112)
+    emb_dt = next(iter(term.embedder.buffers()), crop).dtype
+    emb = F.normalize(term.embedder(crop.to(emb_dt)).float(), dim=1)  # (M, D)
+    return 1.0 - (emb * anchor.float()).sum(1)
 
 
 def dreambooth_loss(
@@ -173,11 +271,14 @@ def dreambooth_loss(
     unet_lora: MultiLoRA | None = None,
     text_encoder: torch.nn.Module | None = None,
     text_lora: MultiLoRA | None = None,
+    identity: IdentityTerm | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The summed DreamBooth loss of K identities, and each identity's own loss (K,).
 
     Each identity's loss is its instance MSE plus prior_weight times its prior MSE (means over its own
     samples), so the sum's gradient with respect to adapter k is exactly identity k's gradient alone.
+    With ``identity`` (and the batch's ``id_rows``), each listed instance sample adds
+    ``identity.weight * (1 - cos)`` (:func:`identity_loss`) to its identity's loss.
     """
     z0, noise, t = batch["latents"], batch["noise"], batch["timesteps"]  # (N, C, h, w), same, (N,)
     w = batch["weights"]
@@ -200,8 +301,16 @@ def dreambooth_loss(
     dt = next(unet.parameters()).dtype
     pred = unet(zt.to(dt), t, cond.to(dt)).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (N,)
-    # Each identity has exactly one instance sample (weight 1) and one class sample (weight prior_weight)
-    # per step, so its DreamBooth loss is the weighted sum of its own samples' MSEs.
+    rows = batch.get("id_rows")
+    if identity is not None and identity.weight > 0 and rows is not None and rows.numel():
+        sa, sb = a[rows].sqrt(), (1 - a[rows]).sqrt()
+        p, zr = pred[rows].float(), zt[rows].float()
+        # The clean latent implied by the prediction (DDPM posterior mean's x0 term; v: x0 = sqrt(a) z_t - sqrt(1-a) v).
+        x0 = (zr - sb * p) / sa if prediction_type == "epsilon" else sa * zr - sb * p
+        term = identity_loss(identity, x0, batch["id_theta"], batch["id_anchor"])  # (M,)
+        per_sample = per_sample.index_add(0, rows, identity.weight * term)
+    # Each identity has B instance samples (weight 1/B each) and B class samples (prior_weight/B) per step,
+    # so its DreamBooth loss is the weighted sum of its own samples' MSEs (identity terms included).
     idx = route.to(per_sample.device, non_blocking=True)
     per_identity = torch.zeros(num_identities, device=idx.device).index_add_(0, idx, per_sample * w)  # (K,)
     return per_identity.sum(), per_identity.detach()
@@ -249,8 +358,10 @@ class DreamBoothModule(L.LightningModule):
         max_grad_norm: float = 1.0,
         optimizer: str = "adamw",
         gradient_checkpointing: bool = False,
+        identity: IdentityTerm | None = None,
     ):
         super().__init__()
+        self.identity = identity
         self.unet = unet
         self.text_encoder = text_encoder
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
@@ -279,6 +390,7 @@ class DreamBoothModule(L.LightningModule):
             self.unet_lora,
             self.text_encoder,
             self.text_lora,
+            self.identity,
         )
         self.losses.append(per_identity)  # kept on device: no sync per step
         return loss
@@ -322,17 +434,25 @@ class DreamBoothModule(L.LightningModule):
 
 
 def lr_lambda(kind: str, warmup: int, total: int) -> Any:
-    """Linear warm-up, then constant / linear decay to 0 / cosine decay to 0 (diffusers' get_scheduler shapes)."""
+    """The LR multiplier at optimiser step ``step`` of ``diffusers.optimization.get_scheduler(kind,
+    num_warmup_steps=warmup, num_training_steps=total)``, formula for formula (the scheduler steps after each
+    optimiser step, as in diffusers' scripts): ``constant`` is 1 throughout (no warm-up, whatever ``warmup``);
+    the others warm up as ``s / W``, then stay at 1 / decay linearly to 0 / follow half a cosine to 0."""
+    if kind not in ("constant", "constant_with_warmup", "linear", "cosine"):
+        raise ValueError(f"dreambooth.lr_scheduler={kind!r}: must be constant, constant_with_warmup, linear or "
+                         "cosine")
 
     def f(step: int) -> float:
+        if kind == "constant":
+            return 1.0
         if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
+            return float(step) / float(max(1, warmup))
+        if kind == "constant_with_warmup":
+            return 1.0
         if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
+            return max(0.0, float(total - step) / float(max(1, total - warmup)))
+        progress = float(step - warmup) / float(max(1, total - warmup))  # cosine, num_cycles 0.5
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
 
     return f
 
@@ -358,6 +478,9 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     prior_weight: float = 1.0
     flip: float = 0.5
+    batch_size: int = 1  # samples per identity per step
+    identity_loss: float = 0.0  # weight of the identity term (0: off); needs an embedder in train_group
+    identity_max_timestep: int = 1000  # the term acts on samples with t below this
 
 
 @dataclasses.dataclass
@@ -380,16 +503,25 @@ def train_group(
     classes: dict[str, ClassData],
     settings: TrainSettings,
     text_encoder_trained: bool,
+    identity_embedder: torch.nn.Module | None = None,
 ) -> GroupResult:
     """Train one group of identities (LoRA: any K; full: K = 1) with a Lightning Trainer.
 
     In LoRA mode the adapters stay attached on return (the caller saves them and calls ``detach``).
     In full mode the trained weights are returned and the base weights restored.
+    ``identity_embedder``: the frozen differentiable embedder of the identity loss (needed when
+    ``settings.identity_loss > 0``; each identity then carries ``crop_theta`` and ``anchor_embedding``).
     """
     s = settings
     k = len(identities)
     if s.mode == "full" and k != 1:
         raise ValueError(f"full fine-tune trains one identity at a time, got {k}")
+    identity = None
+    if s.identity_loss > 0:
+        if identity_embedder is None:
+            raise ValueError("dreambooth.identity_loss > 0 needs an identity embedder")
+        identity = IdentityTerm(comps.vae, identity_embedder, s.identity_loss, s.identity_max_timestep,
+                                float(comps.vae.config.scaling_factor))
     from diffusers import DDPMScheduler
 
     noise_sched = DDPMScheduler.from_config(comps.scheduler_config)
@@ -412,6 +544,8 @@ def train_group(
         comps.vae.config.scaling_factor,
         noise_sched.config.num_train_timesteps,
         text,
+        s.identity_max_timestep if identity is not None else None,
+        s.batch_size,
     )
 
     unet_lora = text_lora = None
@@ -453,6 +587,7 @@ def train_group(
         s.max_grad_norm,
         s.optimizer,
         s.gradient_checkpointing,
+        identity,
     )
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(
         logging.WARNING

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gandiff.artifacts import atomic_write_json, read_table, save_image, select_shard, write_table
+from gandiff.diffusion.schema import dreambooth_learning_rate
 from gandiff.pipeline import Stage, StageContext, StageError
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,12 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def open_base(base: str, dtype: str, device: str, root: str) -> Any:
+def open_base(base: str, dtype: str, device: str, root: str, variant: str | None = None) -> Any:
     """The base model's components (once per process); a load failure becomes one clear StageError."""
     from gandiff.diffusion.components import load_components
 
     try:
-        return load_components(base, dtype, device, cache_dir=Path(root).resolve())
+        return load_components(base, dtype, device, cache_dir=Path(root).resolve(), variant=variant)
     except (OSError, ValueError) as e:  # FileNotFoundError is an OSError; offline hub ids raise OSError too
         raise StageError(f"dreambooth.base={base!r} could not be loaded: {e}") from e
 
@@ -80,6 +81,12 @@ class DreamBoothStage(Stage):
     # (batched kernels), device and dtype change the numbers themselves.
     ignore_keys = ()
 
+    def config_keys_for(self, cfg: Any) -> tuple[str, ...]:
+        # The identity loss places its crops with the face detector, at the identity stage's detector size.
+        if float(cfg.dreambooth.get("identity_loss", 0.0) or 0.0) > 0:
+            return (*self.config_keys, "face.detector", "identity.detect_size")
+        return self.config_keys
+
     def items(self, ctx: StageContext) -> list[str]:
         return [r["id"] for r in read_table(ctx.input_dir("identities") / "identities.parquet")]
 
@@ -92,7 +99,7 @@ class DreamBoothStage(Stage):
         c = ctx.cfg.dreambooth
         seed = int(ctx.cfg.seed)
         rows = {r["id"]: r for r in read_identities(ctx.input_dir("identities"))}
-        comps = open_base(c.base, c.dtype, c.device, ctx.cfg.paths.root)
+        comps = open_base(c.base, c.dtype, c.device, ctx.cfg.paths.root, c.get("variant"))
         res = int(c.resolution)
         factor = comps.vae_scale_factor
         if res % factor:
@@ -110,7 +117,7 @@ class DreamBoothStage(Stage):
             lora_alpha=c.lora_alpha,
             train_text_encoder=bool(c.train_text_encoder),
             steps=int(c.steps),
-            learning_rate=float(c.learning_rate),
+            learning_rate=dreambooth_learning_rate(str(c.mode), c.learning_rate),
             lr_scheduler=c.lr_scheduler,
             lr_warmup_steps=int(c.lr_warmup_steps),
             weight_decay=float(c.weight_decay),
@@ -119,7 +126,11 @@ class DreamBoothStage(Stage):
             gradient_checkpointing=bool(c.gradient_checkpointing),
             prior_weight=float(c.prior_weight),
             flip=float(c.flip),
+            batch_size=int(c.train_batch_size),
+            identity_loss=float(c.identity_loss),
+            identity_max_timestep=int(c.identity_max_timestep),
         )
+        identity_models = self._identity_models(ctx, comps.device) if settings.identity_loss > 0 else None
 
         # Prior preservation: one set of class images per class prompt, shared by every identity.
         classes: dict[str, db.ClassData] = {}
@@ -155,8 +166,17 @@ class DreamBoothStage(Stage):
                         k, item_seed(seed, "dreambooth", k), mean, std, prompt, nouns[k] if classes else ""
                     )
                 )
+                if identity_models is not None:
+                    data[-1].crop_theta, data[-1].anchor_embedding = identity_targets(
+                        rows[k]["_images"], res, *identity_models
+                    )
             result = db.train_group(
-                comps, data, classes, settings, text_encoder_trained=settings.train_text_encoder
+                comps,
+                data,
+                classes,
+                settings,
+                text_encoder_trained=settings.train_text_encoder,
+                identity_embedder=identity_models[1] if identity_models is not None else None,
             )
             try:
                 self._save_group(ctx, comps, group, data, result, nouns, classes, settings, c)
@@ -164,6 +184,24 @@ class DreamBoothStage(Stage):
                 for lora in (result.unet_lora, result.text_lora):
                     if lora is not None:
                         lora.detach()
+
+    def _identity_models(self, ctx: StageContext, device: Any) -> tuple[Any, Any]:
+        """The identity loss's detector (``face.detector`` at ``identity.detect_size``) and frozen embedder."""
+        import torch
+        from hydra.utils import instantiate
+
+        from gandiff.curation.stage import build_detector
+
+        c = ctx.cfg.dreambooth
+        detector = build_detector(ctx.cfg.face.detector, ctx.cfg.identity.get("detect_size"))
+        try:
+            embedder = instantiate(c.identity_embedder)
+        except Exception as e:  # noqa: BLE001  (Hydra wraps the target's own error)
+            raise StageError(f"dreambooth.identity_embedder could not be built: {e}") from e
+        if not isinstance(embedder, torch.nn.Module):
+            raise StageError(f"dreambooth.identity_embedder={c.identity_embedder._target_}: gives a "
+                             f"{type(embedder).__name__}, not a torch.nn.Module (the loss needs gradients)")
+        return detector, embedder.to(device).eval().requires_grad_(False)
 
     def _class_images(
         self,
@@ -269,6 +307,40 @@ class DreamBoothStage(Stage):
             "class_prompts": len(classes),
             "mean_final_loss": round(sum(losses) / max(1, len(losses)), 6),
         }
+
+
+def identity_targets(files: list[Path], resolution: int, detector: Any, embedder: Any) -> tuple[Any, Any]:
+    """Crop matrices of an identity's training images (N, 2, 2, 3: image, mirror) and its anchor embedding (D,).
+
+    Each image's crop is placed from its own five landmarks (the anchor's where the detector finds no
+    face); the anchor embedding is the embedder's on ``align_face(anchor)``, the reference alignment.
+    """
+    import numpy as np
+    import torch
+
+    from gandiff.diffusion.dreambooth import crop_theta, load_image_tensor, mirror_landmarks
+    from gandiff.face.align import align_face
+
+    # The images as DreamBooth sees them (square, at the training resolution), as uint8 RGB.
+    images = [((load_image_tensor(f, resolution) + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+              for f in files]
+    dets = [max(d, key=lambda f: f.area) if d else None for d in (detector.detect(im) for im in images)]
+    if dets[0] is None:
+        raise StageError(f"{files[0]}: no face found in the anchor, so the identity loss has no crop to place "
+                         "(set dreambooth.identity_loss=0 or check face.detector)")
+    thetas = []
+    for f, d in zip(files, dets):
+        if d is None:
+            log.warning("dreambooth: no face in %s; its identity-loss crop uses the anchor's landmarks", f)
+        lm = np.asarray((d or dets[0]).landmarks, np.float64).reshape(5, 2)
+        thetas.append([crop_theta(lm, resolution, resolution),
+                       crop_theta(mirror_landmarks(lm, resolution), resolution, resolution)])
+    crop = align_face(images[0], dets[0].landmarks)  # (112, 112, 3)
+    device = next(iter(embedder.buffers())).device
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().to(device)
+        anchor = torch.nn.functional.normalize(embedder(x).float(), dim=1)[0].cpu()
+    return torch.from_numpy(np.asarray(thetas, np.float32)), anchor
 
 
 def _readable(path: Path) -> bool:

@@ -200,7 +200,7 @@ class GroupRenderer:
 
         g, d = cfg.generation, cfg.dreambooth
         self.dreambooth_dir = dreambooth_dir
-        self.comps = open_base(d.base, g.dtype, g.device, cfg.paths.root)
+        self.comps = open_base(d.base, g.dtype, g.device, cfg.paths.root, d.get("variant"))
         self.scheduler, self.steps, self.guidance = g.scheduler, int(g.steps), float(g.guidance)
         self.resolution = int(g.resolution)
         self.dtype = str(resolve_dtype(g.dtype, resolve_device(g.device))).removeprefix("torch.")

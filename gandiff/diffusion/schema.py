@@ -8,6 +8,17 @@ from typing import Any
 from gandiff.schema import require, require_choice, require_range
 
 DTYPES = ("float32", "float16", "bfloat16")
+# diffusers.optimization.get_scheduler's names (and formulas: gandiff.diffusion.dreambooth.lr_lambda) for the
+# schedules that need no more settings than lr_warmup_steps.
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+# dreambooth.learning_rate=null means the reference's rate for the mode: diffusers' train_dreambooth.py
+# (full fine-tune, 5e-6) and its LoRA README's train_dreambooth_lora.py runs (1e-4).
+DEFAULT_LEARNING_RATES = {"full": 5e-6, "lora": 1e-4}
+
+
+def dreambooth_learning_rate(mode: str, learning_rate: float | None) -> float:
+    """``dreambooth.learning_rate``, or the default of ``mode`` when it is null."""
+    return float(DEFAULT_LEARNING_RATES[mode] if learning_rate is None else learning_rate)
 SCHEDULERS = ("ddim", "pndm", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc")
 
 
@@ -16,19 +27,27 @@ class DreamBoothConfig:
     # A diffusers folder, a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5) or builtin:tiny-sd (built on first
     # use under ${paths.root}/models; random weights, for tests and the CPU demo).
     base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    # Weight files to load: null = the full files (*.safetensors), or a local folder's only variant when it
+    # has no full files (a hub download with variant="fp16" holds *.fp16.safetensors only); fp16 = those.
+    variant: str | None = None
     mode: str = "lora"  # lora: one adapter per identity, many identities per batch | full: UNet fine-tune
     rank: int = 4
     lora_alpha: float | None = None  # None: = rank (scale 1, the diffusers convention)
     train_text_encoder: bool = False  # lora: LoRA on CLIP's attention too | full: fine-tune it too
     steps: int = 800
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"  # constant | linear | cosine (after lr_warmup_steps of linear warm-up)
+    learning_rate: float | None = None  # null: by mode, lora 1e-4, full 5e-6 (DEFAULT_LEARNING_RATES)
+    # As diffusers' get_scheduler: constant (lr_warmup_steps is ignored, as there) | constant_with_warmup |
+    # linear | cosine (the last three warm up linearly from 0 over lr_warmup_steps, lr * s / W at step s).
+    lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0  # per identity (adapters are clipped one by one, so identities never mix)
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
     gradient_checkpointing: bool = False
     identities_per_batch: int = 8  # lora only; full fine-tunes train one identity at a time
+    # Samples of each identity per step (diffusers' --train_batch_size; with prior preservation as many class
+    # samples again). On small models a larger batch costs far less per sample than another step.
+    train_batch_size: int = 1
     instance_token: str = "sks"
     class_noun: str = "person"
     # Demographic class nouns: the identity's `gender` label -> noun ({male: man, female: woman});
@@ -41,7 +60,22 @@ class DreamBoothConfig:
     class_image_steps: int = 30
     class_image_guidance: float = 7.5
     class_batch_size: int = 8
+    # Where gandiff departs from diffusers' train_dreambooth(_lora).py on purpose: a horizontal flip of each
+    # training image with this probability (the scripts have none; a mirrored face is the same identity, and
+    # 3-5 GAN images per identity are few); training images are centre-cropped to a square (the scripts crop
+    # at random unless --center_crop: GAN faces are centred and a random crop can cut the face); LoRA weights
+    # stay float32 under bf16 (the scripts upcast them under fp16 only: bf16's 8-bit mantissa loses the small
+    # AdamW updates of a LoRA).
     flip: float = 0.5  # probability of a horizontal flip of each training image
+    # Identity-aware DreamBooth (ID-Booth's identity term): add identity_loss * (1 - cos) between the
+    # identity_embedder's embedding of the denoised prediction (x0 from the predicted noise, decoded by the
+    # VAE, cut to the ArcFace crop placed by face.detector on each training image) and of the anchor.
+    # 0: off. The embedder is a frozen differentiable torch module, (N, 3, 112, 112) RGB 0..255 -> (N, D):
+    # gandiff.face.sface_torch.SFaceTorch (demo) or IResNetFaceModule (an arcface_torch .pth). Measure the
+    # result with another embedder than this one (it would measure how well the model fools it).
+    identity_loss: float = 0.0
+    identity_max_timestep: int = 1000  # the term acts on samples with t below this (x0 is a face there)
+    identity_embedder: Any = None  # a Hydra node (_target_ ...); needed when identity_loss > 0
     resolution: int = 512
     validation_images: int = 0  # per identity, rendered with the instance prompt after training
     dtype: str = "float32"
@@ -49,6 +83,12 @@ class DreamBoothConfig:
 
     def __post_init__(self) -> None:
         require_choice("dreambooth.mode", self.mode, ("lora", "full"))
+        require(
+            self.variant is None or (bool(self.variant) and self.variant.replace("_", "").isalnum()),
+            "dreambooth.variant",
+            self.variant,
+            "must be null (full weight files) or a variant name such as fp16",
+        )
         require(self.rank >= 1, "dreambooth.rank", self.rank, "must be >= 1")
         require(
             self.lora_alpha is None or self.lora_alpha > 0,
@@ -57,8 +97,9 @@ class DreamBoothConfig:
             "must be > 0 or null (= rank)",
         )
         require(self.steps >= 1, "dreambooth.steps", self.steps, "must be >= 1")
-        require(self.learning_rate > 0, "dreambooth.learning_rate", self.learning_rate, "must be > 0")
-        require_choice("dreambooth.lr_scheduler", self.lr_scheduler, ("constant", "linear", "cosine"))
+        require(self.learning_rate is None or self.learning_rate > 0, "dreambooth.learning_rate", self.learning_rate,
+                "must be > 0 or null (by mode: lora 1e-4, full 5e-6)")
+        require_choice("dreambooth.lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         require(self.lr_warmup_steps >= 0, "dreambooth.lr_warmup_steps", self.lr_warmup_steps, "must be >= 0")
         require(self.weight_decay >= 0, "dreambooth.weight_decay", self.weight_decay, "must be >= 0")
         require(
@@ -71,6 +112,7 @@ class DreamBoothConfig:
             self.identities_per_batch,
             "must be >= 1",
         )
+        require(self.train_batch_size >= 1, "dreambooth.train_batch_size", self.train_batch_size, "must be >= 1")
         require(
             bool(self.instance_token.strip()),
             "dreambooth.instance_token",
@@ -109,6 +151,13 @@ class DreamBoothConfig:
             self.class_batch_size >= 1, "dreambooth.class_batch_size", self.class_batch_size, "must be >= 1"
         )
         require_range("dreambooth.flip", self.flip, 0.0, 1.0)
+        require(self.identity_loss >= 0, "dreambooth.identity_loss", self.identity_loss, "must be >= 0 (0: off)")
+        require(self.identity_max_timestep >= 1, "dreambooth.identity_max_timestep", self.identity_max_timestep,
+                "must be >= 1 (the term acts on timesteps below it)")
+        require(self.identity_loss == 0 or (isinstance(self.identity_embedder, dict)
+                                            and "_target_" in self.identity_embedder),
+                "dreambooth.identity_embedder", self.identity_embedder,
+                "must be a node with _target_ (e.g. gandiff.face.sface_torch.SFaceTorch) when identity_loss > 0")
         require(
             self.resolution >= 8 and self.resolution % 8 == 0,
             "dreambooth.resolution",

@@ -159,12 +159,16 @@ class PairScores:
 
 
 def pair_scores(embeddings: np.ndarray, labels: np.ndarray, max_pairs: int = 5_000_000, seed: int = 0,
-                block: int = 2048) -> PairScores:
+                block: int = 2048, names: Any = None) -> PairScores:
     """Mated and non-mated scores: exhaustive when a kind has at most ``max_pairs`` pairs, else ``max_pairs``
-    uniform samples of it (the result says which; sampling is with replacement, from ``seed``)."""
+    uniform samples of it (the result says which; sampling is with replacement, from ``seed``). Non-finite
+    embeddings are refused, naming ``names[i]`` (default: the row)."""
+    from gandiff.evaluation.verification import require_finite
+
     y = np.asarray(labels)
     if len(embeddings) != len(y):
         raise ValueError(f"pair_scores: {len(embeddings)} embeddings but {len(y)} labels")
+    require_finite(embeddings, names)
     n_m, n_nm = count_pairs(y)
     rng = np.random.default_rng(seed)
     sample_m, sample_nm = n_m > max_pairs, n_nm > max_pairs
@@ -196,6 +200,12 @@ def roc(mated: np.ndarray, nonmated: np.ndarray) -> tuple[np.ndarray, np.ndarray
     nm = np.sort(np.asarray(nonmated, dtype=np.float64))
     if len(m) == 0 or len(nm) == 0:
         raise ValueError(f"roc: needs mated and non-mated scores (got {len(m)} and {len(nm)})")
+    for kind, x in (("mated", m), ("non-mated", nm)):
+        if not np.isfinite(x[[0, -1]]).all():  # sorted: NaN sorts last, -inf first, +inf last
+            from gandiff.evaluation.verification import NonFiniteEmbeddingError
+
+            raise NonFiniteEmbeddingError(f"roc: {int((~np.isfinite(x)).sum())} {kind} scores are NaN or inf "
+                                          "(from a non-finite embedding): refusing to score")
     thr = np.unique(np.concatenate([m, nm]))[::-1]
     tp = len(m) - np.searchsorted(m, thr, side="left")
     fp = len(nm) - np.searchsorted(nm, thr, side="left")
@@ -438,7 +448,7 @@ def embed_dataset(dataset: Any, embed: Callable[[np.ndarray], np.ndarray], batch
     Returns ``(embeddings (N, D) float32 L2-normalised, labels (N,), indices (N,) into the dataset)``. With
     ``max_images``, a seeded uniform subset of that many images is embedded (stated in the indices).
     """
-    from gandiff.evaluation.verification import l2_normalize
+    from gandiff.evaluation.verification import l2_normalize, require_finite
 
     n = len(dataset)
     idx = np.arange(n)
@@ -449,9 +459,11 @@ def embed_dataset(dataset: Any, embed: Callable[[np.ndarray], np.ndarray], batch
     if progress is not None:
         starts = progress(starts, total=len(starts), desc="embedding dataset")
     parts = []
+    where = getattr(dataset, "path", "dataset")
     for s in starts:
         batch = np.stack([dataset[int(i)].image for i in idx[s: s + batch_size]])  # (B, H, W, 3) uint8 RGB
         parts.append(np.asarray(embed(batch), dtype=np.float32))
+        require_finite(parts[-1], [f"{where} image {int(i)}" for i in idx[s: s + batch_size]])
     if not parts:
         raise ValueError(f"{getattr(dataset, 'path', 'dataset')}: no images to embed")
     return l2_normalize(np.concatenate(parts)).astype(np.float32), labels, idx

@@ -10,7 +10,9 @@ F2 (flip: add), D1 (detector score) and N1 (keep feature norms):
 3. ``meta/<target>_face_tid_mid.txt`` (``name template_id media_id``): features of one media (frames of
    one video, or one still) are averaged; a template is the *sum* of its media features, L2-normalised.
 4. ``meta/<target>_template_pair_label.txt`` (``t1 t2 label``): the score of a pair is the cosine of its
-   two template features (IJB-C: 15,658,489 pairs over 23,124 templates).
+   two template features (IJB-C: 15,658,489 pairs over 23,124 templates), in float64 as the reference
+   computes it (float32 scores tie thousands of pairs that float64 tells apart, and ``roc_curve`` then keeps
+   other points: on 1.1M pairs, 4 of 8 TAR@FAR values moved by one mated pair).
 5. TAR at FAR 1e-6 ... 1e-1: ``sklearn.metrics.roc_curve`` (which drops collinear points), then for each
    FAR the ROC point whose FPR is *nearest* to it, the highest TPR on ties (insightface's table rule;
    it can pick an FPR slightly above the target).
@@ -31,9 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from gandiff.errors import UserError
+from gandiff.evaluation.verification import require_finite
+
 log = logging.getLogger(__name__)
 
 FAR_TARGETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+class IJBError(UserError, ValueError):
+    """An IJB meta file or embedding that cannot be scored; the message names the file and line or image."""
+
 
 
 # --------------------------------------------------------------------------------------------- meta files
@@ -47,14 +57,30 @@ def _read_columns(path: Path, ncols: int, what: str, dtypes: Sequence[Any]) -> l
         raise FileNotFoundError(f"{path}: IJB meta file not found ({what})")
     try:
         df = pd.read_csv(path, sep=" ", header=None, dtype={i: d for i, d in enumerate(dtypes)}, engine="c")
-    except Exception as e:
-        raise ValueError(f"{path}: cannot parse as {what} ({type(e).__name__}: {e})") from e
-    if df.shape[1] != ncols:
-        raise ValueError(f"{path}: {df.shape[1]} columns, expected {ncols} ({what})")
-    if df.isna().any().any():
-        row = int(np.flatnonzero(df.isna().any(axis=1).to_numpy())[0])
-        raise ValueError(f"{path}:{row + 1}: missing values (expected {what})")
+    except Exception as e:  # a short line in an integer column, a stray word ...: find the line
+        raise IJBError(_first_bad_line(path, ncols, dtypes, what) or
+                       f"{path}: cannot parse as {what} ({type(e).__name__}: {e})") from None
+    if df.shape[1] != ncols or df.isna().any().any():
+        raise IJBError(_first_bad_line(path, ncols, dtypes, what) or
+                       f"{path}: {df.shape[1]} columns, expected {ncols} ({what})")
     return [df[i].to_numpy() for i in range(ncols)]
+
+
+def _first_bad_line(path: Path, ncols: int, dtypes: Sequence[Any], what: str) -> str | None:
+    """The error message for the first line with the wrong number of fields or an unparsable number
+    (read line by line: only after pandas has failed)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != ncols:
+                return f"{path}:{n}: {len(fields)} fields, expected {ncols} ({what}): {line.strip()[:80]!r}"
+            for v, d in zip(fields, dtypes):
+                parse = str if d is str else float if np.dtype(d).kind == "f" else int
+                try:
+                    parse(v)
+                except ValueError:
+                    return f"{path}:{n}: {v!r} is not a number ({what})"
+    return None
 
 
 def read_template_media(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,7 +93,8 @@ def read_template_pairs(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     """``<target>_template_pair_label.txt`` -> (t1 (P,), t2 (P,), label (P,) int8 1 = same subject)."""
     t1, t2, label = _read_columns(Path(path), 3, "'template1 template2 label'", (np.int64, np.int64, np.int64))
     if not np.isin(label, (0, 1)).all():
-        raise ValueError(f"{path}: labels must be 0 or 1")
+        row = int(np.flatnonzero(~np.isin(label, (0, 1)))[0])
+        raise IJBError(f"{path}:{row + 1}: label {int(label[row])}: labels must be 0 or 1")
     return t1.astype(np.int64), t2.astype(np.int64), label.astype(np.int8)
 
 
@@ -100,6 +127,7 @@ def image_features(embed_raw: Callable[[np.ndarray], np.ndarray], root: str | os
         f = np.asarray(embed_raw(crops), dtype=np.float32)
         if flip:
             f = f + np.asarray(embed_raw(np.ascontiguousarray(crops[:, :, ::-1])), dtype=np.float32)
+        require_finite(f, [root / n for n in names[s: s + len(crops)]])
         if out is None:
             out = np.empty((len(names), f.shape[1]), dtype=np.float32)
         out[s: s + len(crops)] = f
@@ -110,12 +138,14 @@ def image_features(embed_raw: Callable[[np.ndarray], np.ndarray], root: str | os
 
 def template_features(features: np.ndarray, templates: np.ndarray, medias: np.ndarray,
                       detector_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Image features ``(N, D)`` -> L2-normalised template features ``(T, D)`` and their sorted ids ``(T,)``.
+    """Image features ``(N, D)`` -> L2-normalised float64 template features ``(T, D)`` and their sorted ids
+    ``(T,)``.
 
     Features are weighted by the detector score (D1), averaged within each (template, media), summed over
-    a template's media, normalised: insightface's ``image2template_feature``, grouped with sorts and
-    ``np.add.reduceat`` instead of a Python loop per template.
+    a template's media, normalised: insightface's ``image2template_feature`` (whose template features are
+    float64), grouped with sorts and ``np.add.reduceat`` instead of a Python loop per template.
     """
+    require_finite(features)
     f = np.asarray(features, dtype=np.float64)
     if detector_scores is not None:
         f = f * np.asarray(detector_scores, dtype=np.float64)[:, None]
@@ -130,25 +160,27 @@ def template_features(features: np.ndarray, templates: np.ndarray, medias: np.nd
     t_starts = np.flatnonzero(np.r_[True, media_tids[1:] != media_tids[:-1]])
     tfeats = np.add.reduceat(media_feats, t_starts, axis=0)  # (T, D) sum of media
     norm = np.linalg.norm(tfeats, axis=1, keepdims=True)
-    return (tfeats / np.maximum(norm, 1e-12)).astype(np.float32), media_tids[t_starts]
+    return tfeats / np.maximum(norm, 1e-12), media_tids[t_starts]
 
 
 def score_pairs(template_feats: np.ndarray, template_ids: np.ndarray, t1: np.ndarray, t2: np.ndarray,
                 block: int = 1024) -> np.ndarray:
-    """Cosine score ``(P,)`` of each template pair. Pairs are grouped by first template; each group of
-    ``block`` first templates costs one ``(block, D) @ (D, U)`` product against the ``U`` templates it meets."""
+    """Cosine score ``(P,)`` float64 of each template pair (the reference's ``np.sum(feat1 * feat2, -1)`` in
+    float64). Pairs are grouped by first template; each group of ``block`` first templates costs one
+    ``(block, D) @ (D, U)`` product against the ``U`` templates it meets."""
     ids = np.asarray(template_ids)
     i1 = np.searchsorted(ids, t1)
     i2 = np.searchsorted(ids, t2)
     for name, t, i in (("t1", t1, i1), ("t2", t2, i2)):
         bad = (i >= len(ids)) | (ids[np.minimum(i, len(ids) - 1)] != t)
         if bad.any():
-            raise ValueError(f"template pairs: {name}={int(np.asarray(t)[bad][0])} has no images in the "
+            raise IJBError(f"template pairs: {name}={int(np.asarray(t)[bad][0])} has no images in the "
                              f"template/media file ({int(bad.sum())} pairs affected)")
-    feats = np.ascontiguousarray(template_feats, dtype=np.float32)
+    feats = np.ascontiguousarray(template_feats, dtype=np.float64)
+    require_finite(feats, [f"template {t}" for t in ids], "template feature")
     order = np.argsort(i1, kind="stable")
     s1, s2 = i1[order], i2[order]
-    out = np.empty(len(t1), dtype=np.float32)
+    out = np.empty(len(t1), dtype=np.float64)
     bounds = np.searchsorted(s1, np.arange(0, len(ids) + block, block))
     for b in range(len(bounds) - 1):
         lo, hi = bounds[b], bounds[b + 1]
@@ -196,7 +228,7 @@ def tar_at_far(labels: np.ndarray, scores: np.ndarray, fars: Sequence[float] = F
 @dataclass
 class IJBResult:
     target: str
-    scores: np.ndarray  # (P,) float32
+    scores: np.ndarray  # (P,) float64
     labels: np.ndarray  # (P,) int8
     tar: dict[str, float]
     num_templates: int

@@ -436,26 +436,30 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
         rep.text(f"Distances to the reference distribution {reference_path}.")
         rep.table(ref_rows)
 
-    fair_rows = []
-    for key, r in items.items():
-        for attr, f in (r.get("fairness") or {}).items():
-            d = f.get("differentials") or {}
-            rfw = f.get("rfw") or {}
-            fair_rows.append({"item": key, "attribute": attr, "mean acc": rfw.get("mean"), "std": rfw.get("std"),
-                              "SER": rfw.get("ser"), "FDR": d.get("fdr"), "IR": d.get("ir"), "GARBE": d.get("garbe"),
-                              "threshold": d.get("threshold")})
-            groups = d.get("groups") or {}
-            if groups:
-                rep_vals = {"FMR": {g: v["fmr"] for g, v in groups.items()},
-                            "FNMR": {g: v["fnmr"] for g, v in groups.items()}}
-                if rfw.get("groups"):
-                    rep_vals["1 - accuracy"] = {g: 1 - a for g, a in rfw["groups"].items()}
-                rep.blocks.append(("img", (f"fairness_{key}_{attr}", plot_group_bars(
-                    rep_vals, f"{key}: {attr} (threshold at global FMR {d.get('global_fmr')})", "rate"),
-                    f"Per-group error rates, {key}, {attr}")))
+    from gandiff.evaluation import fairness as F
+
+    fair_rows = F.summary_rows(items)
+    fair_images = []
+    for key, attr, d, rfw in F.fairness_items(items):
+        groups = d.get("groups") or {}
+        # bars only for numbers: a "not measurable" rate is in the table, not drawn as 0
+        rep_vals = {name: {g: v[k] for g, v in groups.items() if F.is_measurable(v[k]) and v[k] is not None}
+                    for name, k in (("FMR", "fmr"), ("FNMR", "fnmr"))}
+        if rfw.get("groups"):
+            rep_vals["1 - accuracy"] = {g: 1 - a for g, a in rfw["groups"].items()}
+        rep_vals = {k: v for k, v in rep_vals.items() if v}
+        if rep_vals:
+            fair_images.append(("img", (f"fairness_{key}_{attr}", plot_group_bars(
+                rep_vals, f"{key}: {attr} (threshold at global FMR {d.get('global_fmr')})", "rate"),
+                f"Per-group error rates, {key}, {attr}")))
     if fair_rows:
         rep.heading("Fairness")
+        first = next(d for _, _, d, _ in F.fairness_items(items))
+        rep.text(F.conventions(first.get("threshold_rule", "max_tmr"), first.get("confidence", F.CONFIDENCE),
+                               first.get("global_fmr", 1e-3)))
         rep.table(fair_rows)
+        rep.table(F.group_rows(items))
+    rep.blocks.extend(fair_images)
 
     bench_rows = []
     for key, r in items.items():
@@ -471,6 +475,10 @@ def build_report(title: str, stage_records: dict[str, dict[str, Any]], evaluate_
         rep.table(bench_rows)
     else:
         rep.text("No benchmark was configured or the recognizer is missing.")
+    from gandiff.evaluation.field_table import add_field_sections, run_measures
+
+    made = "diffusion" if diffusion else "GAN only"
+    add_field_sections(rep, [(f"this run ({made})", items)], run_measures(items, made))
     return rep
 
 
@@ -603,6 +611,10 @@ def sweep_report(path: str | os.PathLike, out: str | os.PathLike | None = None) 
             rep.image(f"sweep_roc_det_{which}", plot_roc_det(series, title=which), "ROC and DET per setting")
     rep.heading("Metrics")
     rep.table(rows)
+    from gandiff.evaluation.field_table import add_field_sections, run_measures
+
+    runs = [(label, read_json(d / "metrics.json").get("items", {})) for label, d in evals]
+    add_field_sections(rep, runs, [m for label, items in runs for m in run_measures(items, "dataset", f"{label}: ")])
     out_dir = Path(out) if out is not None else Path(path) / "sweep_report"
     return rep.write(out_dir, "sweep")
 

@@ -61,9 +61,30 @@ class ReportStage(Stage):
         from gandiff.evaluation.stage import EvaluateStage
 
         ctx.tracker.log_table("report/metrics", [EvaluateStage._flat(r) for r in metrics.get("items", {}).values()])
+        from gandiff.evaluation.field_table import field_rows, field_summary, load_published
+
+        # The field's table: this run's benchmark accuracies (summary numbers) beside the published datasets'.
+        items = metrics.get("items", {})
+        ctx.tracker.log_summary("field", field_summary(items))
+        ctx.tracker.log_table("report/field_table", field_rows([(ctx.cfg.experiment_name, items)], load_published())[0])
         ctx.tracker.log_artifact_ref(f"dataset-{ctx.input_dir('export').name}", ctx.input_dir("export"), kind="dataset")
         ctx.tracker.log_artifact_ref(f"report-{ctx.key}", files["html"], kind="report")
 
     def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
         row = ctx.items.get("report")
         return {"html": str(ctx.dir / "report.html"), "markdown": str(ctx.dir / "report.md"), **row}
+
+
+def report_claims(report_dir: str | Path) -> list[str]:
+    """The sentences of the report's claims section (``claims_summary``, GAN variations / every generated face /
+    the export, then what diffusion did), from the inputs that the report in ``report_dir`` was built on (its
+    ``stage.json``), the way ``ReportStage.process`` gives them to ``build_report``."""
+    from gandiff.evaluation.report import claims_summary
+
+    report_dir = Path(report_dir)
+    inputs = read_json(report_dir / "stage.json").get("inputs", {})
+    run_dir = report_dir.parent.parent
+    folder = {s: run_dir / s / inp["key"] for s, inp in inputs.items()}
+    items = read_json(folder["evaluate"] / "metrics.json").get("items", {})
+    export = read_json(folder["export"] / "stage.json") if "export" in folder else None
+    return claims_summary(items, export, diffusion="dreambooth" in inputs)

@@ -28,9 +28,17 @@ class BenchmarkConfig:
     max_pairs: int = 2_000_000
     max_images: Any = None  # embed at most this many images of a dataset (seeded subset); None = all
     histogram_bins: int = 400
-    # Fairness: identity attributes that define groups, and the global FMR that fixes the threshold.
+    # Fairness: identity attributes that define groups, and the global FMR that fixes the threshold. A group
+    # (and the pooled scores) with fewer than ceil(1 / fairness_fmr) non-mated pairs cannot resolve that FMR:
+    # its numbers are reported "not measurable" (gandiff/evaluation/fairness.py).
     group_attributes: list[str] = field(default_factory=lambda: ["gender", "age_bin", "race"])
     fairness_fmr: float = 1e-3
+    # Where tau goes among equal-TMR thresholds: max_tmr (ISO/IEC 19795-1 ROC point, the highest such score) or
+    # nonmated_score (the FDR authors' convention, bob.measure.far_threshold: on the lowest admissible
+    # non-mated score). Rates differ by about one pair.
+    fairness_threshold: str = "max_tmr"
+    # One-sided Clopper-Pearson confidence of the bound that replaces a zero error rate in IR, SER and the Gini.
+    fairness_confidence: float = 0.95
     # Which datasets' distributions to measure (the exported one always; GAN variations for the
     # GAN-only vs diffusion comparison) and with which embedders.
     gan_variations: bool = True
@@ -40,7 +48,11 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         require(self.num_folds >= 2, "benchmark.num_folds", self.num_folds, "must be >= 2")
         require_range("benchmark.far_target", self.far_target, 0.0, 1.0)
-        require_range("benchmark.fairness_fmr", self.fairness_fmr, 0.0, 1.0)
+        require(0.0 < self.fairness_fmr <= 1.0, "benchmark.fairness_fmr", self.fairness_fmr,
+                "must be in (0, 1]: no finite number of pairs resolves an FMR of 0")
+        require_choice("benchmark.fairness_threshold", self.fairness_threshold, ("max_tmr", "nonmated_score"))
+        require(0.0 < self.fairness_confidence < 1.0, "benchmark.fairness_confidence", self.fairness_confidence,
+                "must be in (0, 1)")
         require(self.max_pairs >= 100, "benchmark.max_pairs", self.max_pairs, "must be >= 100")
         require(self.max_images is None or int(self.max_images) >= 2, "benchmark.max_images", self.max_images,
                 "must be null (all) or >= 2")

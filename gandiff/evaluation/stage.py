@@ -114,7 +114,8 @@ class EvaluateStage(Stage):
             except RecognizerMissing as e:
                 log.warning("%s: skipped: %s", key, e)
                 row, files = {"key": key, "status": "skipped", "reason": str(e)}, []
-            ctx.items.put(key, row, files)
+            # Inputs named by stage and key, not by where this run is: the same results give the same bytes.
+            ctx.items.put(key, ctx.portable(row), files)
 
     # ----------------------------------------------------------------------------------------- models
 
@@ -208,6 +209,7 @@ class EvaluateStage(Stage):
         e = emb[at].astype(np.float32)
         e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         labels = np.asarray([pos[str(r["id"])] for r in ok], np.int64)
+        self._cache["image_meta/generate"] = ok  # per-image pose and attributes, for the dataset measures
         return e, labels, {"dataset": str(folder), "generated": len(rows), "without_face": len(rows) - len(ok)}
 
     def _gan_faces(self, ctx: StageContext) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, dict], int]:
@@ -256,6 +258,7 @@ class EvaluateStage(Stage):
             if b.max_images is not None and len(emb) > int(b.max_images):
                 keep = np.sort(np.random.default_rng(int(ctx.cfg.seed)).choice(len(emb), int(b.max_images), False))
                 emb, labels = emb[keep], labels[keep]
+                self._cache["image_meta/generate"] = [self._cache["image_meta/generate"][i] for i in keep]
             ids, attrs = self._identity_table(ctx)
             return emb, labels, ids, attrs, facts
         if kind == "gan":
@@ -269,8 +272,9 @@ class EvaluateStage(Stage):
         from gandiff.datasets.readers import open_dataset
 
         ds = open_dataset(ctx.input_dir("export"))  # EmptyDatasetError for an empty export
-        emb, labels, _ = embed_dataset(ds, embedder.embed, batch_size=b.batch_size, max_images=b.max_images,
-                                       seed=int(ctx.cfg.seed), progress=ctx.progress)
+        emb, labels, idx = embed_dataset(ds, embedder.embed, batch_size=b.batch_size, max_images=b.max_images,
+                                         seed=int(ctx.cfg.seed), progress=ctx.progress)
+        self._cache["image_meta/export"] = [ds.metadata(int(i)) for i in idx]  # pose, attributes (if stored)
         return emb, labels, list(ds.identities), dict(ds.identity_attributes), {"dataset": str(ds.path),
                                                                                "format": ds.format}
 
@@ -294,9 +298,8 @@ class EvaluateStage(Stage):
             return {**row, "status": "empty", "reason": f"{len(emb)} image(s): no pairs to score"}, []
         seed = int(ctx.cfg.seed)
         ps = pair_scores(emb, labels, max_pairs=b.max_pairs, seed=seed)
-        hist = ScoreHistogram.from_scores(ps.mated, ps.nonmated, bins=b.histogram_bins,
-                                          metadata={"dataset": facts["dataset"], "embedder": emb_name,
-                                                    **ps.describe()})
+        meta = {"dataset": ctx.portable(facts["dataset"]), "embedder": emb_name, **ps.describe()}
+        hist = ScoreHistogram.from_scores(ps.mated, ps.nonmated, bins=b.histogram_bins, metadata=meta)
         files = [hist.save(ctx.dir / "histograms" / f"{key}.json"),
                  _npz(ctx.dir / "scores" / f"{key}.npz", mated=ps.mated, nonmated=ps.nonmated)]
         row.update({"status": "ok", **ps.describe(), "summary": hist.stats})
@@ -304,9 +307,26 @@ class EvaluateStage(Stage):
             ps.mated) and len(ps.nonmated) else None
         row["reference"] = self._reference(ctx, ps, emb_name) if b.reference_distribution else None
         row["fairness"] = self._fairness(ctx, emb, labels, ids, attrs)
+        row["measures"], row["leakage"] = self._measures(ctx, kind, emb, labels)
         if row["reference"] is not None:
             row["reference"]["distances"] = compare_to_reference(ps.mated, ps.nonmated, self._cache["reference"])
         return row, files
+
+    def _measures(self, ctx: StageContext, kind: str, emb: np.ndarray, labels: np.ndarray
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Variation / separability measures (``gandiff.evaluation.measures``) and, for the export, its
+        leakage audit (``leakage.json``; None when ``curation.leakage_gallery`` was not set)."""
+        from gandiff.evaluation.measures import dataset_measures
+
+        meta = self._cache.get(f"image_meta/{kind}")
+        measures = dataset_measures(emb, labels, meta if meta is not None and len(meta) == len(labels) else None)
+        leak = ctx.input_dir("export") / "leakage.json"
+        leakage = None
+        if kind == "export" and leak.is_file():
+            full = read_json(leak)
+            leakage = {k: full.get(k) for k in ("threshold", "images_checked", "images_flagged", "identities_flagged",
+                                                 "max_similarity")}
+        return measures, leakage
 
     def _reference(self, ctx: StageContext, ps: Any, emb_name: str) -> dict[str, Any]:
         from gandiff.evaluation.distributions import ScoreHistogram
@@ -336,17 +356,19 @@ class EvaluateStage(Stage):
             groups = sorted(g for g in set(group_of.tolist()) if g)
             if len(groups) < 2:
                 continue
-            mated, nonmated, acc = {}, {}, {}
+            mated, nonmated, acc, acc_pairs = {}, {}, {}, {}
             for g in groups:
                 sel = group_of == g
                 ps = pair_scores(emb[sel], labels[sel], max_pairs=b.max_pairs, seed=int(ctx.cfg.seed))
                 mated[g], nonmated[g] = ps.mated, ps.nonmated
                 a = group_accuracy(ps.mated, ps.nonmated, nfolds=b.num_folds, seed=int(ctx.cfg.seed))
                 if a["accuracy"] is not None:
-                    acc[g] = a["accuracy"]
-            out[attr] = {"rfw": rfw_summary(acc), "differentials": differential_report(
-                mated, nonmated, global_fmr=b.fairness_fmr),
-                "images": {g: int((group_of == g).sum()) for g in groups}}
+                    acc[g], acc_pairs[g] = a["accuracy"], a["pairs"]
+            out[attr] = {"rfw": rfw_summary(acc, acc_pairs, confidence=b.fairness_confidence),
+                         "differentials": differential_report(mated, nonmated, global_fmr=b.fairness_fmr,
+                                                              threshold=b.fairness_threshold,
+                                                              confidence=b.fairness_confidence),
+                         "images": {g: int((group_of == g).sum()) for g in groups}}
         return out
 
     def _heldout(self, ctx: StageContext, key: str) -> tuple[dict, list[Path]]:
@@ -368,7 +390,15 @@ class EvaluateStage(Stage):
 
     def _bin(self, ctx: StageContext, key: str, name: str) -> tuple[dict, list[Path]]:
         embedder, emb_name = self._recognizer(ctx)
-        return self._verification_set(ctx, key, Path(self._bench(ctx).bin_paths()[name]), embedder, emb_name)
+        bench = self._bench(ctx)
+        path = Path(bench.bin_paths()[name])
+        where = (f"benchmark.verification.{name}" if name in bench.verification
+                 else f"benchmark.names[{name}] under benchmark.root={bench.root}")
+        try:
+            return self._verification_set(ctx, key, path, embedder, emb_name)
+        except (FileNotFoundError, ValueError) as e:  # missing, or not an insightface verification .bin
+            raise StageError(f"{where}: {e} (give the path of an insightface verification .bin, e.g. lfw.bin "
+                             "from faces_webface_112x112)") from None
 
     def _verification_set(self, ctx: StageContext, key: str, path: Path, embedder: Any, emb_name: str
                           ) -> tuple[dict, list[Path]]:
@@ -411,8 +441,12 @@ class EvaluateStage(Stage):
         embedder, name = self._recognizer(ctx)
         # insightface mode N1 keeps raw feature norms; the ONNX embedder's unnormalised output is ``_raw``.
         embed_raw = getattr(embedder, "_raw", None) or embedder.embed
-        res = evaluate_ijb(b.ijb["root"], str(b.ijb["target"]), embed_raw, batch_size=b.batch_size, flip=b.flip,
-                           progress=ctx.progress)
+        try:
+            res = evaluate_ijb(b.ijb["root"], str(b.ijb["target"]), embed_raw, batch_size=b.batch_size, flip=b.flip,
+                               progress=ctx.progress)
+        except FileNotFoundError as e:
+            raise StageError(f"benchmark.ijb.root={b.ijb['root']}: {e} (expected insightface's IJB layout: "
+                             f"meta/{str(b.ijb['target']).lower()}_*.txt and loose_crop/)") from None
         files = [_npz(ctx.dir / "scores" / f"{key}.npz", scores=res.scores, labels=res.labels)]
         return {"key": key, "status": "ok", "dataset": str(b.ijb["root"]), "embedder": name,
                 "benchmark": res.summary()}, files
@@ -459,6 +493,10 @@ class EvaluateStage(Stage):
                         empty.get("reason"))
         if ctx.tracker is not None:
             ctx.tracker.log_table("evaluate/metrics", [self._flat(r) for r in rows.values()])
+            from gandiff.evaluation.fairness import tracker_rows
+
+            # numbers, or "not measurable: ..." in `shown` (value None) where the data cannot resolve them
+            ctx.tracker.log_table("evaluate/fairness", tracker_rows(rows))
         return counts
 
     @staticmethod

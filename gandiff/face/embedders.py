@@ -99,16 +99,73 @@ class SFaceEmbedder(_BatchedOnnxEmbedder):
     unnormalised, NCHW**; the ``(x - 127.5) * 0.0078125`` step is inside the graph (``Sub``/``Mul``
     nodes). The crop is OpenCV's ``alignCrop``: the same ArcFace template as ``align_face``.
     The published cosine threshold on LFW is 0.363 (conf/face/offline.yaml ``match_threshold``).
-    On the CPU its 27 PReLUs run as ``Max(x, slope * x)`` (bit-exact, about 1.5x faster per CPU-second;
-    :func:`gandiff.face.onnx_models.rewrite_prelu_for_cpu`) in chunks of ``max_cpu_batch`` crops.
+
+    ``runtime``: on the CPU, ``auto`` (the default) runs the graph with OpenCV's own DNN engine, the
+    reference's runtime, which measured faster than onnxruntime on this model (``scripts/bench/face.py``:
+    onnxruntime spends a fifth of its time converting layouts around the PReLUs); ``onnxruntime`` forces
+    onnxruntime (there its 27 PReLUs run as ``Max(x, slope * x)``,
+    :func:`gandiff.face.onnx_models.rewrite_prelu_for_cpu`). On CUDA it is always onnxruntime. OpenCV is
+    used only when it loads the file and agrees with onnxruntime on a probe batch (else onnxruntime, with a
+    log line). OpenCV's batch-1 path rounds differently (~1e-6) from its batched path, so a lone crop is
+    run as a batch of two: a crop's embedding never depends on how many crops share its call (a resumed
+    stage writes the same bytes); crops go in chunks of ``max_cpu_batch``.
     """
 
+    RUNTIMES = ("auto", "opencv", "onnxruntime")
+
     def __init__(self, model_path: str | os.PathLike, flip: bool = False, batch_size: int = 64,
-                 device: str = "auto", config_key: str = "face.embedder.model_path"):
+                 device: str = "auto", config_key: str = "face.embedder.model_path", runtime: str = "auto"):
+        if runtime not in self.RUNTIMES:
+            raise ValueError(f"face.embedder.runtime={runtime!r}: must be one of {', '.join(self.RUNTIMES)}")
         self.model = OnnxModel(model_path, config_key, "SFace recognizer ONNX (OpenCV Zoo)", device=device,
                                dynamic_batch=True, input_hw=(112, 112), num_outputs=1)
         self.flip, self.batch_size = bool(flip), max(1, int(batch_size))
         self.dim = _output_dim(self.model, config_key)
+        self._cv_net = None
+        if runtime != "onnxruntime" and self.model.providers[0] == "CPUExecutionProvider":
+            self._cv_net = self._opencv_net(required=runtime == "opencv")
+        self.runtime = "opencv" if self._cv_net is not None else "onnxruntime"
+
+    def _opencv_net(self, required: bool) -> Any:
+        """OpenCV's DNN net of the same file, or None when it cannot run it as onnxruntime does."""
+        import cv2
+
+        where = f"{self.model.config_key}={str(self.model.path)!r}"
+        try:
+            net = cv2.dnn.readNetFromONNX(str(self.model.path))
+            probe = np.linspace(0, 255, 2 * 3 * 112 * 112, dtype=np.float32).reshape(2, 3, 112, 112)
+            ours = self._cv_forward(net, probe)
+        except cv2.error as e:
+            if required:
+                raise ModelFileError(f"{where}: OpenCV DNN cannot run it ({str(e).strip().splitlines()[-1][:160]}); "
+                                     "use runtime: onnxruntime") from None
+            log.info("%s: OpenCV DNN cannot run it, using onnxruntime", where)
+            return None
+        ref = self.model.run(probe)[0].reshape(2, -1)
+        if ours.shape != ref.shape or np.abs(ours - ref).max() > 1e-4 * max(1.0, float(np.abs(ref).max())):
+            if required:
+                raise ModelFileError(f"{where}: OpenCV DNN and onnxruntime disagree on this graph; use runtime: "
+                                     "onnxruntime")
+            log.info("%s: OpenCV DNN disagrees with onnxruntime, using onnxruntime", where)
+            return None
+        return net
+
+    def _cv_forward(self, net: Any, x: np.ndarray) -> np.ndarray:
+        net.setInput(x, self.model.input_name)
+        return np.array(net.forward(), dtype=np.float32).reshape(len(x), -1)
+
+    def _raw(self, crops: np.ndarray) -> np.ndarray:
+        if self._cv_net is None:
+            return super()._raw(crops)
+        step = max(2, min(self.batch_size, self.max_cpu_batch))
+        out = []
+        for start in range(0, len(crops), step):
+            x = self._to_input(crops[start:start + step])
+            n = len(x)
+            if n == 1:  # OpenCV's batch-1 convolutions round differently: run a lone crop as a batch of two
+                x = np.concatenate([x, x])
+            out.append(self._cv_forward(self._cv_net, x)[:n])
+        return np.concatenate(out)
 
     def _to_input(self, crops: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)  # RGB 0..255
@@ -247,7 +304,8 @@ def _unwrap_state_dict(state: Any, prefixes: tuple[str, ...], wanted: set[str]) 
 
 # Where dlib's HOG face detector puts its square, in unpadded dlib-chip units (centre x, centre y, side):
 # the starting rectangle for dlib's shape predictor when the face was found by another detector.
-# Measured by ``python -m gandiff.face.dlib_chip_calibration`` (dlib 20.0.1, 18 faces, x centre symmetrised).
+# Measured by an earlier ``gandiff.face.dlib_chip_calibration`` (dlib 20.0.1, 18 faces, x centre symmetrised), in
+# the frame of gandiff.face.align.DLIB_CHIP_TEMPLATE (gandiff.face.dlib_chip.HOG_RECT_IN_DLIB_CHIP is its successor).
 DLIB_RECT_IN_CHIP = (0.500, 0.475, 1.247)
 
 

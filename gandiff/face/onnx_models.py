@@ -223,9 +223,10 @@ def rewrite_prelu_for_cpu(model) -> int:
             continue
         x, y = node.input[0], node.output[0]
         scaled = f"{y}__slope_x"
-        nodes.append(helper.make_node("Mul", [x, node.input[1]], [scaled], name=f"{node.name}__mul"))
+        base = node.name or y  # node names are optional in ONNX; output names are unique
+        nodes.append(helper.make_node("Mul", [x, node.input[1]], [scaled], name=f"{base}__mul"))
         nodes.append(helper.make_node("Max" if (slope <= 1).all() else "Min", [x, scaled], [y],
-                                      name=f"{node.name}__select"))
+                                      name=f"{base}__select"))
         rewritten += 1
     if rewritten:
         del graph.node[:]

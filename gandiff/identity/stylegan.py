@@ -10,7 +10,10 @@ Checkpoint formats:
 
 Seeds follow NVlabs' ``gen_images.py`` (``z = RandomState(seed).randn(z_dim)``), truncation lerps
 ``w`` towards ``w_avg`` (``truncation_cutoff`` limits it to the first layers), images are converted to
-uint8 with the same rounding, so a seed gives the official image.
+uint8 with the same rounding, so a seed gives the official image of NVlabs' float32 path (the ``stylegan3``
+repository on a CPU), bit for bit. NVIDIA's code on a GPU, and ``stylegan2-ada-pytorch`` even on a CPU, run
+a StyleGAN2's top ``num_fp16_res`` resolutions in float16: those images differ from float32 ones by about
+1e-3 relative (a few uint8 levels at most); ``fp16_res`` reproduces that path (``gandiff.identity.stylegan2``).
 """
 
 from __future__ import annotations
@@ -158,7 +161,9 @@ class StyleGANSource:
     ``truncation_cutoff``: None truncates every layer; N truncates the first N of ``num_ws`` layers, and
     the edit space becomes W+ (``num_ws * w_dim`` values per identity). ``noise_mode`` (StyleGAN2 only):
     ``const`` (the default: the same image for the same w), ``random`` (fresh noise per call, seeded by
-    ``noise_seed``) or ``none``. ``class_idx`` for conditional models.
+    ``noise_seed``) or ``none``. ``class_idx`` for conditional models. ``fp16_res`` (StyleGAN2 only): 0 renders
+    in float32 (NVlabs' float32 path, bit for bit); N runs the top N resolutions in float16 as NVIDIA's code
+    does on a GPU and stylegan2-ada-pytorch does everywhere (its checkpoints' ``num_fp16_res``, usually 4).
     """
 
     name = "stylegan"
@@ -166,7 +171,7 @@ class StyleGANSource:
 
     def __init__(self, checkpoint: str, device: str = "cpu", noise_mode: str = "const",
                  truncation_cutoff: int | None = None, class_idx: int | None = None, batch_size: int = 8,
-                 noise_seed: int = 0):
+                 noise_seed: int = 0, fp16_res: int = 0):
         import torch
 
         from gandiff.identity.stylegan2 import NOISE_MODES
@@ -175,6 +180,15 @@ class StyleGANSource:
             raise ValueError(f"identity.source.noise_mode={noise_mode!r}: must be one of {', '.join(NOISE_MODES)}")
         self.device = resolve_device(device)
         self.G = load_generator(checkpoint).to(self.device)
+        if fp16_res:
+            from gandiff.schema import ConfigError
+
+            if self.G.arch != "stylegan2" or fp16_res < 0:
+                raise ConfigError(f"identity.source.fp16_res={fp16_res}: float16 blocks are implemented for "
+                                  f"StyleGAN2 generators, with fp16_res >= 0 ({checkpoint} is {self.G.arch})")
+            res = self.G.synthesis.set_fp16_res(int(fp16_res))
+            log.info("%s: resolutions %s in float16 (NVlabs' fp16 path; the checkpoint says num_fp16_res=%s)",
+                     checkpoint, res, self.G.synthesis.num_fp16_res)
         self.noise_mode, self.truncation_cutoff, self.batch_size = noise_mode, truncation_cutoff, batch_size
         self.noise_seed = noise_seed
         self.z_dim, self.num_ws = self.G.z_dim, self.G.num_ws

@@ -7,8 +7,16 @@ repository (``training/networks_stylegan2.Generator``), so the state of an offic
 The computation follows their float32 path: equalized learning rate (weights scaled at run time),
 modulated/demodulated convolution executed as one grouped convolution, 2x upsampling as a strided
 transposed convolution plus the [1, 3, 3, 1] FIR filter, constant or per-call noise, conv clamping, the
-"skip" (or "orig" / "resnet") image architecture. fp16 execution is not used (``num_fp16_res`` is accepted
-and ignored): the official generator also runs in float32 on a CPU.
+"skip" (or "orig" / "resnet") image architecture.
+
+Precision. By default every block runs in float32, which is the path of the ``stylegan3`` repository on a
+CPU (it forces float32 there): images match it bit for bit. NVIDIA's code otherwise runs the blocks of the
+top ``num_fp16_res`` resolutions in float16 (the ``stylegan3`` repository on a GPU; ``stylegan2-ada-pytorch``
+on a GPU *and* on a CPU), pre-scaling weights and styles against overflow and clamping activations at
+``conv_clamp``; float32 images then agree with theirs only to about 1e-3 relative. ``set_fp16_res(n)``
+(``identity.source.fp16_res``) runs that float16 path here: the same operations in the same order as
+stylegan2-ada-pytorch's reference (non-CUDA) ops, including its unfused modulation for batches > 1.
+``num_fp16_res`` in a checkpoint's ``init_kwargs`` is recorded but does not switch it on.
 """
 
 from __future__ import annotations
@@ -97,17 +105,31 @@ class MappingNetwork(nn.Module):
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
-                     demodulate: bool = True, flip_weight: bool = True) -> torch.Tensor:
-    """Weight (de)modulation (StyleGAN2 Sec. 2.2) as one grouped convolution over the batch.
+                     demodulate: bool = True, flip_weight: bool = True, fused: bool = True) -> torch.Tensor:
+    """Weight (de)modulation (StyleGAN2 Sec. 2.2), ``fused`` as one grouped convolution over the batch, or
+    (NVlabs' fp16 path for batches > 1) as activations scaled before and after one shared convolution.
 
     x (N, I, H, W), weight (O, I, k, k), styles (N, I) -> (N, O, H', W'). Demodulation scales each
     output channel of each sample's kernel to unit L2 norm (+1e-8), replacing AdaIN's instance norm.
+    Weights and styles stay float32; a float16 ``x`` computes the convolution in float16.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:  # pre-scale against fp16 overflow (demodulation undoes it)
+        weight = weight * (1 / np.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # (N, O, I, k, k)
+    dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # (N, O)
+    if not fused:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding,
+                            flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+        if demodulate:
+            return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        return x.add_(noise.to(x.dtype)) if noise is not None else x
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])  # (1, N*I, H, W)
     w = w.reshape(-1, in_ch, kh, kw)  # (N*O, I, k, k)
@@ -115,7 +137,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                         flip_weight=flip_weight)
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise
+        x = x.add_(noise)  # in place: a float16 x stays float16 (the float32 noise is added, then rounded)
     return x
 
 
@@ -138,7 +160,7 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", gain: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w)  # (N, I)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -147,7 +169,7 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1))
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused=fused)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
 
@@ -162,9 +184,9 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
@@ -200,6 +222,7 @@ class SynthesisBlock(nn.Module):
             raise ValueError(f"architecture={architecture!r}: must be 'orig', 'skip' or 'resnet'")
         self.in_channels, self.w_dim, self.resolution = in_channels, w_dim, resolution
         self.img_channels, self.is_last, self.architecture = img_channels, is_last, architecture
+        self.use_fp16 = False  # SynthesisNetwork.set_fp16_res
         self.register_buffer("resample_filter", fir_filter(list(resample_filter)))
         self.num_conv = self.num_torgb = 0
         if in_channels == 0:
@@ -220,21 +243,27 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x, img, ws, noise_mode: str = "const", generator=None):
         w_iter = iter(ws.unbind(dim=1))
+        dtype = torch.float16 if self.use_fp16 else torch.float32
+        # stylegan2-ada-pytorch at inference: fused modulation in float32 or for one image, else unfused
+        fused = dtype == torch.float32 or ws.shape[0] == 1
+        kw = dict(noise_mode=noise_mode, generator=generator, fused=fused)
         if self.in_channels == 0:
-            x = self.const.to(torch.float32).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, generator=generator)
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.conv1(x, next(w_iter), **kw)
         elif self.architecture == "resnet":
+            x = x.to(dtype)
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, generator=generator)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=np.sqrt(0.5), generator=generator)
+            x = self.conv0(x, next(w_iter), **kw)
+            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **kw)
             x = y + x
         else:
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, generator=generator)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, generator=generator)
+            x = x.to(dtype)
+            x = self.conv0(x, next(w_iter), **kw)
+            x = self.conv1(x, next(w_iter), **kw)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter)).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused=fused).to(torch.float32)
             img = img + y if img is not None else y
         return x, img
 
@@ -246,6 +275,7 @@ class SynthesisNetwork(nn.Module):
         if img_resolution < 4 or img_resolution & (img_resolution - 1):
             raise ValueError(f"img_resolution={img_resolution}: must be a power of two >= 4")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.num_fp16_res = num_fp16_res  # the checkpoint's setting; float16 runs only after set_fp16_res
         self.block_resolutions = [2 ** i for i in range(2, int(np.log2(img_resolution)) + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
         self.num_ws = 0
@@ -254,6 +284,16 @@ class SynthesisNetwork(nn.Module):
                                    img_channels=img_channels, is_last=(res == img_resolution), **block_kwargs)
             self.num_ws += block.num_conv + (block.num_torgb if res == img_resolution else 0)
             setattr(self, f"b{res}", block)
+
+    def set_fp16_res(self, num_fp16_res: int) -> list[int]:
+        """Run the blocks of the top ``num_fp16_res`` resolutions (not below 8) in float16, as NVlabs' code
+        does; 0 = float32 everywhere. Returns the float16 resolutions."""
+        if num_fp16_res < 0:
+            raise ValueError(f"fp16_res={num_fp16_res}: must be >= 0")
+        lowest = max(2 ** (int(np.log2(self.img_resolution)) + 1 - num_fp16_res), 8)
+        for res in self.block_resolutions:
+            getattr(self, f"b{res}").use_fp16 = num_fp16_res > 0 and res >= lowest
+        return [res for res in self.block_resolutions if getattr(self, f"b{res}").use_fp16]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", generator=None) -> torch.Tensor:
         """ws (N, num_ws, w_dim) -> image (N, C, R, R). Each block's ToRGB shares the next block's first w."""

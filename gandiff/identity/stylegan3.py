@@ -24,6 +24,11 @@ from gandiff.identity import stylegan2
 from gandiff.identity.stylegan2 import FullyConnectedLayer
 
 
+# Bytes of one piece's upsampled temporary in the filtered leaky ReLU (SynthesisLayer._filtered_lrelu): bounds
+# the memory of a layer at ~5x this on top of its input and output, whatever the batch and resolution.
+FILTER_CHUNK_BYTES = 64 * 2**20
+
+
 def modulated_conv2d(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, demodulate: bool = True,
                      padding: int = 0, input_gain: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, I, H, W), w (O, I, k, k), s (N, I) -> (N, O, H', W'), one grouped conv.
@@ -182,9 +187,36 @@ class SynthesisLayer(nn.Module):
                              demodulate=not self.is_torgb, input_gain=input_gain)
         gain = 1 if self.is_torgb else np.sqrt(2)
         slope = 1 if self.is_torgb else 0.2
-        return filtered_lrelu(x, fu=self.up_filter, fd=self.down_filter, b=self.bias.to(x.dtype), up=self.up_factor,
-                              down=self.down_factor, padding=self.padding, gain=gain, slope=slope,
-                              clamp=self.conv_clamp)
+        return self._filtered_lrelu(x, gain, slope)
+
+    def _filtered_lrelu(self, x: torch.Tensor, gain: float, slope: float) -> torch.Tensor:
+        """filtered_lrelu over (image, channel-block) pieces, each upsampled temporary <= FILTER_CHUNK_BYTES.
+
+        The op is depthwise (every channel is filtered alone), so pieces give the same values as one call;
+        one call at 1024^2 holds several (N, C, ~2k, ~2k) float32 temporaries (~1.1 GB each per image at
+        64 channels: 14 GB per image measured), pieces hold a few of FILTER_CHUNK_BYTES.
+        """
+        n, c, h, w = x.shape
+        px0, px1, py0, py1 = self.padding
+        per_channel = (h * self.up_factor + py0 + py1) * (w * self.up_factor + px0 + px1) * x.element_size()
+        b = self.bias.to(x.dtype)
+        kwargs = dict(fu=self.up_filter, fd=self.down_filter, up=self.up_factor, down=self.down_factor,
+                      padding=self.padding, gain=gain, slope=slope, clamp=self.conv_clamp)
+        if n * c * per_channel <= FILTER_CHUNK_BYTES:
+            return filtered_lrelu(x, b=b, **kwargs)
+        # Blocks of >= 2 channels: a 1-channel grouped conv runs PyTorch's plain conv kernel, whose
+        # rounding differs from the depthwise kernel's on small maps; >= 2 channels keep the same bits.
+        blocks = min(max(1, c // 2), -(-c * per_channel // FILTER_CHUNK_BYTES))
+        bounds = [c * k // blocks for k in range(blocks + 1)]
+        out = None
+        for i in range(n):
+            for c0, c1 in zip(bounds[:-1], bounds[1:]):
+                y = filtered_lrelu(x[i : i + 1, c0:c1], b=b[c0:c1], **kwargs)
+                if out is None:
+                    out = y.new_empty((n, c, *y.shape[2:]))
+                out[i : i + 1, c0:c1] = y
+                del y
+        return out
 
 
 class SynthesisNetwork(nn.Module):

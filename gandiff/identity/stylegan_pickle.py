@@ -19,9 +19,11 @@ submodules that are persistent objects themselves. Tensors are pickled by ``torc
 ``RestrictedUnpickler`` resolves a fixed allow-list of globals, each mapped to a harmless stand-in:
 ``_reconstruct_persistent_obj`` -> a ``PersistentObject`` record holding ``class_name`` and ``state`` (the
 source code is kept as an inert string and never compiled); ``_load_from_bytes`` -> ``torch.load(...,
-weights_only=True)``; ``EasyDict`` -> ``dict``; NumPy array/scalar reconstruction with object dtypes
-refused. Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, a class from the
-pickled source ...) raises ``UnsafePickleError`` naming it, before anything is called.
+weights_only=True)``; ``EasyDict`` -> ``dict``; NumPy array/scalar reconstruction with every path to an
+object dtype refused (an object dtype, a dtype whose pickled state marks it as holding objects,
+``numpy.ndarray`` called directly, an array payload that is a list of objects). Any other global
+(``os.system``, ``builtins.eval``, ``subprocess.Popen``, a class from the pickled source ...) raises
+``UnsafePickleError`` naming it, before anything is called.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from gandiff.errors import UserError
 
@@ -87,8 +91,6 @@ class PersistentObject:
 
 def _plain(obj: Any) -> Any:
     """EasyDict / OrderedDict / tuple / NumPy scalar trees -> plain dicts, lists and Python numbers."""
-    import numpy as np
-
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -127,32 +129,75 @@ def _load_storage_from_bytes(b: bytes):
     return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
 
 
-def _numpy_dtype(*args):
-    import numpy as np
-
-    dt = np.dtype(*args)
-    if dt.hasobject:
-        raise UnsafePickleError(f"NumPy dtype {dt!r} holds Python objects: refused")
+def _check_dtype(dt: Any) -> Any:
+    """Refuse a dtype that holds Python objects, or whose flags were set by its pickled state (``BUILD`` calls
+    ``dtype.__setstate__``, which takes the flags as given: ``|V8`` marked as holding objects makes an
+    array's bytes read as object pointers). The flags must be those NumPy computes for the same layout."""
+    if not isinstance(dt, np.dtype):
+        raise UnsafePickleError(f"NumPy array with dtype {type(dt).__name__}: refused")
+    try:
+        canonical = np.dtype(dt.descr) if dt.names is not None else np.dtype(dt.str)
+    except (TypeError, ValueError):
+        raise UnsafePickleError(f"NumPy dtype {dt!r}: not a plain dtype: refused") from None
+    aligned = 0x80  # NPY_ALIGNED_STRUCT: kept by align=True structs, not by their descr
+    if dt.hasobject or canonical.hasobject or (dt.flags & ~aligned) != (canonical.flags & ~aligned):
+        raise UnsafePickleError(f"NumPy dtype {dt!r} holds Python objects (flags {dt.flags:#x}): refused")
     return dt
 
 
-def _numpy_reconstruct(subtype, shape, dtype):
-    import numpy as np
+def _numpy_dtype(*args):
+    return _check_dtype(np.dtype(*args))
 
-    if subtype is not np.ndarray:
+
+class _NdarrayName:
+    """What the global ``numpy.ndarray`` resolves to: the marker ``_reconstruct`` expects as its first
+    argument. Calling it (``numpy.ndarray(shape, "O")``, a path to an object array) is refused."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError("numpy.ndarray called directly: refused (NumPy pickles arrays through "
+                                "_reconstruct; a direct call could build an object array)")
+
+
+_NDARRAY = _NdarrayName()
+
+
+class CheckedArray(np.ndarray):
+    """What ``_reconstruct`` builds: an ndarray whose ``__setstate__`` (pickle's ``BUILD``) checks the dtype
+    and the payload before NumPy sees them."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise UnsafePickleError(f"NumPy array state of type {type(state).__name__}: refused")
+        _check_dtype(state[2])
+        if not isinstance(state[4], (bytes, bytearray)):  # object arrays pickle a list of objects
+            raise UnsafePickleError("NumPy array pickled as a list of Python objects: refused")
+        super().__setstate__(state)
+
+
+def _numpy_reconstruct(subtype, shape, dtype):
+    if subtype is not _NDARRAY:
         raise UnsafePickleError(f"NumPy array subclass {subtype!r}: refused")
-    return np.ndarray.__new__(np.ndarray, shape, _numpy_dtype(dtype))
+    return np.ndarray.__new__(CheckedArray, shape, _numpy_dtype(dtype))
 
 
 def _numpy_scalar(dtype, data=None):
-    import numpy as np
-
-    dtype = _numpy_dtype(dtype)
+    dtype = _check_dtype(dtype)
+    if data is not None and not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickleError(f"NumPy scalar payload of type {type(data).__name__}: refused")
     return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
 
 
+def numpy_globals() -> dict[tuple[str, str], Any]:
+    """The globals a NumPy array, dtype or scalar pickle names, mapped to the checked stand-ins above (also
+    what the verification ``.bin`` reader resolves)."""
+    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _numpy_dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(mod, "_reconstruct")] = _numpy_reconstruct
+        table[(mod, "scalar")] = _numpy_scalar
+    return table
+
+
 def _allowed() -> dict[tuple[str, str], Any]:
-    import numpy as np
     import torch
     import torch._utils
 
@@ -171,14 +216,10 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
         ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): _numpy_dtype,
+        **numpy_globals(),
     }
     if hasattr(torch._utils, "_rebuild_parameter_with_state"):
         table[("torch._utils", "_rebuild_parameter_with_state")] = torch._utils._rebuild_parameter_with_state
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(mod, "_reconstruct")] = _numpy_reconstruct
-        table[(mod, "scalar")] = _numpy_scalar
     return table
 
 

@@ -33,10 +33,31 @@ def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
-class IBasicBlock(nn.Module):
-    """Pre-activation residual block; ``stride`` applies to the second conv (as in arcface_torch)."""
+class SEModule(nn.Module):
+    """Squeeze-and-excitation (Hu et al., CVPR 2018) as SOTA-Face-Recognition-Train-and-Test's ``model/iresnet.py``
+    names it (``attn.fc1`` / ``attn.fc2``, bias-free 1x1 convs, reduction 16): ``x * sigmoid(fc2(relu(fc1(pool x))))``."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        return x * self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
+
+
+class IBasicBlock(nn.Module):
+    """Pre-activation residual block; ``stride`` applies to the second conv (as in arcface_torch).
+
+    ``se``: SOTA-FR's ``mode="se"`` (the DataCV recipe): an SE module on the *shortcut* (after ``downsample``),
+    not on the residual branch, and only in each stage's first block (the later blocks are built without
+    the mode there)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 se: bool = False):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes, eps=1e-05)
         self.conv1 = _conv3x3(inplanes, planes)
@@ -45,10 +66,14 @@ class IBasicBlock(nn.Module):
         self.conv2 = _conv3x3(planes, planes, stride)
         self.bn3 = nn.BatchNorm2d(planes, eps=1e-05)
         self.downsample = downsample
+        if se:
+            self.attn = SEModule(planes, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
         identity = x if self.downsample is None else self.downsample(x)
+        if hasattr(self, "attn"):
+            identity = self.attn(identity)
         return out + identity
 
 
@@ -61,11 +86,12 @@ class IResNet(nn.Module):
     fc_scale = 7 * 7  # 112 / 2**4 = 7: the flattened map is 512 x 7 x 7
 
     def __init__(self, layers: Sequence[int], dropout: float = 0.0, num_features: int = 512,
-                 fp16: bool = False, zero_init_residual: bool = False):
+                 fp16: bool = False, zero_init_residual: bool = False, se: bool = False):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"IResNet layers={list(layers)}: expected 4 stage depths, e.g. (3, 4, 14, 3)")
         self.fp16 = fp16
+        self.se = se
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05)
@@ -99,7 +125,7 @@ class IResNet(nn.Module):
             nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=2, bias=False),
             nn.BatchNorm2d(planes, eps=1e-05),
         )
-        mods = [IBasicBlock(self.inplanes, planes, 2, downsample)]
+        mods = [IBasicBlock(self.inplanes, planes, 2, downsample, se=self.se)]
         self.inplanes = planes
         mods += [IBasicBlock(planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*mods)
@@ -242,11 +268,13 @@ def build_backbone(name: str, embedding_size: int = 512, dropout: float = 0.0, f
     """The backbone ``name`` (``iresnet18/34/50/100/200``, ``mobilefacenet``, ``mobilefacenet_small``)."""
     if name in IRESNET_LAYERS:
         return IResNet(IRESNET_LAYERS[name], dropout=dropout, num_features=embedding_size, fp16=fp16)
+    if name.endswith("_se") and name[:-3] in IRESNET_LAYERS:  # SOTA-FR's SE-IResNet (mode="se")
+        return IResNet(IRESNET_LAYERS[name[:-3]], dropout=dropout, num_features=embedding_size, fp16=fp16, se=True)
     if name == "mobilefacenet":
         return MobileFaceNet(embedding_size, blocks=(1, 4, 6, 2), scale=2, fp16=fp16)
     if name == "mobilefacenet_small":
         return MobileFaceNet(embedding_size, blocks=(1, 2, 2, 1), scale=1, fp16=fp16)
-    choices = ", ".join([*IRESNET_LAYERS, "mobilefacenet", "mobilefacenet_small"])
+    choices = ", ".join([*IRESNET_LAYERS, "iresnet50_se", "mobilefacenet", "mobilefacenet_small"])
     raise ValueError(f"recognizer.backbone={name!r}: must be one of {choices}")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandiff.artifacts import atomic_path
+from gandiff.artifacts import atomic_path, atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(backbone_state_dict(backbone), tmp)
-    return Path(path)
+    return atomic_torch_save(path, backbone_state_dict(backbone))
 
 
 def export_onnx(backbone: nn.Module, path: str | os.PathLike, opset: int = 17, image_size: int = 112) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from gandiff.datasets.recordio import RecordIOError
 from gandiff.errors import UserError
 from gandiff.recognition.augmentations import Transform, build_train_transform, sample_seed, seeded_call
 from gandiff.recognition.heldout import HeldoutSplit, build_pairs, split_heldout
@@ -234,7 +235,10 @@ class SeededSampler(Sampler):
             self.epoch, self.skip_batches = epoch, 0
 
     def __len__(self) -> int:
-        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
+        # The whole epoch, also when resuming mid-epoch: Lightning reads the length once per fit as the number
+        # of batches of *every* epoch, so a shortened length would cut all later epochs short after a resume.
+        # The resumed epoch still ends on time: Lightning counts its restored batches towards that length.
+        return self.batches_per_epoch * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -340,7 +344,7 @@ class FaceDataModule(L.LightningDataModule):
             try:
                 self.records.image(int(i))
                 return
-            except (OSError, EOFError, SyntaxError) as e:  # unreadable file: try the next one
+            except (OSError, EOFError, SyntaxError, RecordIOError) as e:  # unreadable item: try the next one
                 errors.append(str(e))
         if errors:
             raise UnreadableImageError(f"the first {len(errors)} training images are unreadable, e.g. {errors[0]}")

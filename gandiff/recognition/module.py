@@ -36,24 +36,28 @@ class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "poly", power: float = 2.0) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "poly", power: float = 2.0,
+              milestones: tuple[int, ...] = (), gamma: float = 0.1) -> float:
     """Learning-rate multiplier at optimiser step ``step`` (0-based).
 
     Linear warm-up from ~0 to 1 over ``warmup_steps``, then ``poly``: ``(1 - p)^power`` (arcface_torch's
-    PolyScheduler, power 2), ``cosine``: ``(1 + cos(pi p)) / 2``, or ``constant``, where ``p`` is the
-    fraction of the post-warm-up steps done.
+    PolyScheduler, power 2; train_v2's PolynomialLRWarmup, power 1), ``cosine``: ``(1 + cos(pi p)) / 2``,
+    ``constant``, where ``p`` is the fraction of the post-warm-up steps done, or ``step``: ``gamma`` to the
+    number of ``milestones`` (optimiser steps) reached (SOTA-FR's ``reduce_lr``: lr /= 10 at epoch starts).
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
+    if schedule == "step":
+        return gamma ** sum(step >= m for m in milestones)
     span = max(1, total_steps - warmup_steps)
     p = min(1.0, max(0.0, (step - warmup_steps) / span))
     if schedule == "poly":
         return (1.0 - p) ** power
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * p))
-    raise ValueError(f"trainer.schedule={schedule!r}: must be poly, cosine or constant")
+    raise ValueError(f"trainer.schedule={schedule!r}: must be poly, cosine, constant or step")
 
 
 def normalize_faces(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,8 @@ class RecognitionModule(L.LightningModule):
                  head_spec: dict[str, Any] | None = None, optimizer: str = "sgd", learning_rate: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: float = 1.0,
                  schedule: str = "poly", poly_power: float = 2.0, nan_check_every: int = 1,
-                 compile: bool = False, val_nfolds: int = 10):
+                 compile: bool = False, val_nfolds: int = 10, lr_milestones: list[float] | None = None,
+                 lr_gamma: float = 0.1, bn_weight_decay: bool = True):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -142,7 +147,7 @@ class RecognitionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.parameter_groups(float(hp.weight_decay), bool(hp.get("bn_weight_decay", True)))
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=hp.learning_rate, momentum=hp.momentum, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
@@ -151,9 +156,23 @@ class RecognitionModule(L.LightningModule):
             raise ValueError(f"trainer.optimizer={hp.optimizer!r}: must be sgd or adamw")
         per_epoch, total = self._schedule_steps()
         warmup = round(hp.warmup_epochs * per_epoch)
+        milestones = tuple(round(float(m) * per_epoch) for m in (hp.get("lr_milestones") or ()))
+        gamma = float(hp.get("lr_gamma", 0.1))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, warmup, total, hp.schedule, hp.poly_power))
+            opt, lambda step: lr_factor(step, warmup, total, hp.schedule, hp.poly_power, milestones, gamma))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def parameter_groups(self, weight_decay: float, bn_weight_decay: bool = True) -> list[dict[str, Any]]:
+        """Optimiser parameter groups. ``bn_weight_decay=False``: BatchNorm weights and biases in a group with
+        no weight decay (SOTA-Face-Recognition-Train-and-Test's ``separate_bn_param``, the DataCV recipe);
+        arcface_torch decays every parameter."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if bn_weight_decay:
+            return [{"params": trainable}]
+        bn = {id(p) for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters(recurse=False) if p.requires_grad}
+        return [{"params": [p for p in trainable if id(p) not in bn], "weight_decay": weight_decay},
+                {"params": [p for p in trainable if id(p) in bn], "weight_decay": 0.0}]
 
     def _schedule_steps(self) -> tuple[int, int]:
         """(optimiser steps per epoch, total steps) for the LR schedule.

@@ -13,7 +13,7 @@ from typing import Any
 
 from gandiff.schema import require, require_choice, require_range
 
-BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "mobilefacenet",
+BACKBONES = ("iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "iresnet50_se", "mobilefacenet",
              "mobilefacenet_small")
 HEADS = ("arcface", "cosface", "combined", "adaface")
 
@@ -61,6 +61,13 @@ class AugmentConfig:
     crop_jitter: int = 0  # pixels: pad by this much (edge values) and crop back at a random offset
     color_jitter: float = 0.0  # strength of brightness/contrast/saturation jitter (0 = off, 0.2-0.4 typical)
     random_erasing: float = 0.0  # probability of erasing one rectangle (occlusion robustness)
+    random_erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.2])  # area fraction range
+    random_erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])  # aspect ratio range
+    random_erasing_fill: int = 0  # uint8 value of the erased box (128 ~ 0 after (x - 127.5) / 127.5)
+    # AdaFace's Augmenter (mk-minchul/AdaFace dataset/augmenter.py), each applied with its own probability:
+    crop_prob: float = 0.0  # keep a random rectangle (RandomResizedCrop params, scale 0.2-1) in place, black outside
+    low_res_prob: float = 0.0  # down-scale by U(0.2, 1) and back, random cv2 interpolations
+    photometric_prob: float = 0.0  # ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5)
     randaugment: bool = False  # RandAugment (Cubuk et al., 2020)
     randaugment_ops: int = 2
     randaugment_magnitude: int = 9
@@ -69,6 +76,15 @@ class AugmentConfig:
         require(self.crop_jitter >= 0, "trainer.augment.crop_jitter", self.crop_jitter, "must be >= 0 pixels")
         require_range("trainer.augment.color_jitter", self.color_jitter, 0.0, 1.0)
         require_range("trainer.augment.random_erasing", self.random_erasing, 0.0, 1.0)
+        lo, hi = (list(self.random_erasing_scale) + [None, None])[:2]
+        require(len(self.random_erasing_scale) == 2 and 0 < lo <= hi < 1, "trainer.augment.random_erasing_scale",
+                list(self.random_erasing_scale), "must be [min, max] area fractions with 0 < min <= max < 1")
+        lo, hi = (list(self.random_erasing_ratio) + [None, None])[:2]
+        require(len(self.random_erasing_ratio) == 2 and 0 < lo <= hi, "trainer.augment.random_erasing_ratio",
+                list(self.random_erasing_ratio), "must be [min, max] aspect ratios with 0 < min <= max")
+        require_range("trainer.augment.random_erasing_fill", self.random_erasing_fill, 0, 255)
+        for k in ("crop_prob", "low_res_prob", "photometric_prob"):
+            require_range(f"trainer.augment.{k}", getattr(self, k), 0.0, 1.0)
         require(self.randaugment_ops >= 1, "trainer.augment.randaugment_ops", self.randaugment_ops, "must be >= 1")
         require_range("trainer.augment.randaugment_magnitude", self.randaugment_magnitude, 0, 30)
 
@@ -83,8 +99,11 @@ class TrainerConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0  # linear warm-up from 0 (fractions of an epoch allowed)
-    schedule: str = "poly"  # poly | cosine | constant, after warm-up, per step
+    schedule: str = "poly"  # poly | cosine | constant | step, after warm-up, per step
     poly_power: float = 2.0  # arcface_torch's PolyScheduler
+    lr_milestones: list[float] = field(default_factory=list)  # step: 0-based epochs from which lr *= lr_gamma
+    lr_gamma: float = 0.1  # step: the factor at each milestone
+    bn_weight_decay: bool = True  # false: BatchNorm parameters get no weight decay (SOTA-FR separate_bn_param)
     gradient_clip_val: float = 5.0  # max gradient norm (arcface_torch: 5); 0 = off
     accelerator: str = "auto"
     devices: Any = "auto"
@@ -115,7 +134,12 @@ class TrainerConfig:
                 "must be -1 (use max_epochs) or >= 1")
         require(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "must be >= 2")
         require_choice("trainer.optimizer", self.optimizer, ("sgd", "adamw"))
-        require_choice("trainer.schedule", self.schedule, ("poly", "cosine", "constant"))
+        require_choice("trainer.schedule", self.schedule, ("poly", "cosine", "constant", "step"))
+        require(all(m >= 0 for m in self.lr_milestones) and list(self.lr_milestones) == sorted(self.lr_milestones),
+                "trainer.lr_milestones", list(self.lr_milestones), "must be increasing epochs >= 0, e.g. [11, 19, 23]")
+        require(self.schedule != "step" or bool(self.lr_milestones), "trainer.lr_milestones",
+                list(self.lr_milestones), "schedule=step needs milestones, e.g. [11, 19, 23]")
+        require(0 < self.lr_gamma <= 1, "trainer.lr_gamma", self.lr_gamma, "must be in (0, 1]")
         require(self.learning_rate > 0, "trainer.learning_rate", self.learning_rate, "must be > 0")
         require_range("trainer.momentum", self.momentum, 0.0, 1.0)
         require(self.weight_decay >= 0, "trainer.weight_decay", self.weight_decay, "must be >= 0")

@@ -4,7 +4,8 @@ One item, ``model``. Outputs in ``train/<key>/``:
 
 - ``backbone.pt`` (insightface state dict), ``backbone.onnx`` (insightface input layout, dynamic batch);
 - ``metrics.json``: loss curve, validation accuracy per epoch (held-out pairs of the dataset's own
-  identities, and any ``trainer.val_bins``), images/s, skipped images;
+  identities, and any ``trainer.val_bins``), skipped images (images/s is a timing: ``stage.json``'s
+  ``timings``, so that two identical trainings write the same bytes here);
 - ``checkpoints/``: the latest Lightning checkpoint. A killed run resumes from it when the stage reruns
   (the ``model`` item is not recorded until training and exports are complete).
 
@@ -35,7 +36,8 @@ def _plain(node: Any) -> Any:
 
 
 def open_training_data(data: str, export_dir: Path) -> tuple[Any, str]:
-    """(dataset, where) for ``trainer.data``: ``export`` -> the export stage's folder, else a path."""
+    """(dataset, where) for ``trainer.data``: ``export`` -> the export stage's folder, else a path
+    (``where`` is the folder's path, for messages)."""
     from gandiff.datasets.readers import open_dataset
 
     where = export_dir if data == "export" else Path(data).expanduser()
@@ -70,6 +72,7 @@ class TrainStage(Stage):
             self._skip(ctx, reason, where, num_images, num_ids, "; a margin head needs at least 2 identities")
             return
         log.info("train: %d images of %d identities from %s", num_images, num_ids, where)
+        where = ctx.portable(where)  # result files (skipped images in metrics.json) name it by stage and key
         from gandiff.recognition.datamodule import TooFewImagesError
 
         try:
@@ -89,7 +92,8 @@ class TrainStage(Stage):
         if str(ctx.cfg.trainer.on_empty) == "error":
             raise StageError(f"train: {msg} ({where}). Set trainer.on_empty=skip to go on without a model")
         log.warning("%s (%s)", msg, where)
-        row = {"status": "skipped", "reason": reason, "num_images": num_images, "num_identities": num_ids}
+        row = {"status": "skipped", "reason": ctx.portable(reason), "num_images": num_images,
+               "num_identities": num_ids}
         if ctx.leader:
             atomic_write_json(ctx.dir / "metrics.json", row)
         ctx.items.put(MODEL, row, ["metrics.json"])
@@ -121,9 +125,11 @@ class TrainStage(Stage):
             build_backbone(**backbone_spec), build_head(**head_spec), backbone_spec, head_spec,
             optimizer=str(t.optimizer), learning_rate=float(t.learning_rate), momentum=float(t.momentum),
             weight_decay=float(t.weight_decay), warmup_epochs=float(t.warmup_epochs), schedule=str(t.schedule),
-            poly_power=float(t.poly_power), nan_check_every=int(t.nan_check_every), compile=bool(t.compile))
+            poly_power=float(t.poly_power), nan_check_every=int(t.nan_check_every), compile=bool(t.compile),
+            lr_milestones=[float(m) for m in t.lr_milestones], lr_gamma=float(t.lr_gamma),
+            bn_weight_decay=bool(t.bn_weight_decay))
         try:
-            return fit_recognizer(
+            metrics = fit_recognizer(
                 module, dm, ctx.dir, accelerator=str(t.accelerator), devices=_plain(t.devices),
                 strategy=str(t.strategy), num_nodes=int(t.num_nodes), precision=str(t.precision),
                 max_epochs=int(t.max_epochs), max_steps=int(t.max_steps),
@@ -132,6 +138,8 @@ class TrainStage(Stage):
                 deterministic=bool(t.deterministic), tracker=ctx.tracker)
         except NonFiniteLossError as e:
             raise StageError(f"train: {e}") from None
+        ctx.timings.update(metrics.pop("timings"))
+        return metrics
 
     def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
         row = ctx.items.get(MODEL)
@@ -142,7 +150,6 @@ class TrainStage(Stage):
         counts = {"training": row["status"], "num_images": row["num_images"], "num_identities": row["num_identities"]}
         if row["status"] == "trained":
             counts.update(final_loss=row["final_loss"], val_accuracy=row["val_accuracy"], steps=row["steps"],
-                          images_per_second=metrics.get("images_per_second"),
                           skipped_images=metrics.get("skipped_images", 0))
         else:
             counts["reason"] = row["reason"]

@@ -5,13 +5,20 @@
 
 --size sd15 builds Stable Diffusion 1.5-sized modules with random weights (no download): the FLOPs
 of the real model. Per-identity seconds are extrapolated to --planned-steps (800, the DreamBooth default).
+The K values run interleaved (K = 1, 4, 8, 1, 4, 8 ... for --rounds rounds, ``scripts/bench/harness.py``);
+each K > 1 is compared with K = 1 round by round: seconds per identity-step.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from gandiff.diffusion.bench import bench_dreambooth, components_for, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROUNDS, Comparison, print_comparisons, write_comparisons  # noqa: E402
 
 
 def main() -> None:
@@ -26,6 +33,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--planned-steps", type=int, default=800)
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--json", default=None, help="write the comparisons here (scripts/bench/all.py reads them)")
     a = ap.parse_args()
     comps = components_for(a.size, a.device, a.dtype)
     rows = bench_dreambooth(
@@ -37,12 +46,20 @@ def main() -> None:
         rank=a.rank,
         gradient_checkpointing=a.gradient_checkpointing,
         planned_steps=a.planned_steps,
+        rounds=a.rounds,
     )
     print(
         f"DreamBooth LoRA, {a.size} model, {a.device} {a.dtype}, {a.resolution}x{a.resolution}, rank {a.rank}, "
         "prior preservation on (batch = 2K)"
     )
     print(table(rows))
+    ref = rows[0]
+    comps = [Comparison(f"DreamBooth K = {r['K']} vs one at a time ({a.size})", f"multi-LoRA, K = {r['K']} per batch",
+                        f"K = {ref['K']} (one identity at a time)",
+                        [t / r["K"] for t in r["s_per_step_rounds"]], [t / ref["K"] for t in ref["s_per_step_rounds"]],
+                        1.0, "identity-steps/s") for r in rows[1:]]
+    print_comparisons("dreambooth", comps)
+    write_comparisons(a.json, "dreambooth", comps[-1:])
 
 
 if __name__ == "__main__":

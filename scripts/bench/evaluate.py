@@ -5,25 +5,20 @@
 
 Rows: all-pairs mated/non-mated scores of N embeddings (blocked upper-triangle tiles vs one row at a time
 vs a pure-Python double loop on a subset), IJB template-pair scoring (blocked matrix products vs per-pair
-gathers), and the ROC (two sorted arrays + searchsorted vs sklearn.metrics.roc_curve).
+gathers), and the ROC (two sorted arrays + searchsorted vs sklearn.metrics.roc_curve). Each pair of paths
+runs interleaved (--rounds, ``scripts/bench/harness.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-
-def _timeit(fn, repeat=1):
-    best = float("inf")
-    out = None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROUNDS, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
 
 
 def rowwise_pairs(e, y):
@@ -54,14 +49,16 @@ def gather_pairs(f, i1, i2, chunk=100_000):
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=4000, help="images for the all-pairs benchmark")
     p.add_argument("--ids", type=int, default=600)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--templates", type=int, default=5000)
     p.add_argument("--pairs", type=int, default=2_000_000)
-    args = p.parse_args()
+    p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--json", default=None, help="write the comparisons here (scripts/bench/all.py reads them)")
+    args = p.parse_args(argv)
 
     from sklearn.metrics import roc_curve
 
@@ -73,40 +70,43 @@ def main() -> None:
     e = rng.standard_normal((args.n, args.dim), dtype=np.float32)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     n_pairs = args.n * (args.n - 1) // 2
-    rows = []
-
-    t_block, (m, nm) = _timeit(lambda: all_pair_scores(e, y, block=2048))
-    t_row, (m2, nm2) = _timeit(lambda: rowwise_pairs(e, y))
+    m, nm = all_pair_scores(e, y, block=2048)
+    m2, nm2 = rowwise_pairs(e, y)
     assert len(m) == len(m2) and len(nm) == len(nm2)
     sub = 400
-    t_py, _ = _timeit(lambda: python_pairs(e[:sub], y[:sub]))
-    py_rate = sub * (sub - 1) / 2 / t_py
-    rows.append(("all pairs, blocked tiles (2048)", n_pairs, t_block, n_pairs / t_block))
-    rows.append(("all pairs, one row at a time", n_pairs, t_row, n_pairs / t_row))
-    rows.append((f"all pairs, Python double loop (N={sub})", sub * (sub - 1) // 2, t_py, py_rate))
+    sub_pairs = sub * (sub - 1) // 2
+    t = interleave({"row": lambda: rowwise_pairs(e, y), "blocked": lambda: all_pair_scores(e, y, block=2048)},
+                   args.rounds)
+    comps = [compare(f"all-pairs scores, N = {args.n}", t, "blocked", "row", n_pairs, "pairs/s")]
+    comps[0].gandiff, comps[0].reference = "all_pair_scores, blocked tiles (2048)", "one row at a time"
+    # The Python double loop is timed on N = 400 only: both sides at that size.
+    t = interleave({"python": lambda: python_pairs(e[:sub], y[:sub]),
+                    "blocked": lambda: all_pair_scores(e[:sub], y[:sub], block=2048)}, args.rounds)
+    c = compare(f"all-pairs scores, N = {sub}", t, "blocked", "python", sub_pairs, "pairs/s")
+    c.gandiff, c.reference = "all_pair_scores, blocked tiles", "Python double loop"
+    comps.append(c)
 
     f = rng.standard_normal((args.templates, args.dim), dtype=np.float32)
     f /= np.linalg.norm(f, axis=1, keepdims=True)
     ids = np.arange(args.templates) * 3 + 1
     i1, i2 = rng.integers(0, args.templates, args.pairs), rng.integers(0, args.templates, args.pairs)
-    t_ijb, s1 = _timeit(lambda: score_pairs(f, ids, ids[i1], ids[i2]))
-    t_gather, s2 = _timeit(lambda: gather_pairs(f, i1, i2))
-    assert np.allclose(s1, s2, atol=1e-5)
-    rows.append((f"IJB pairs, blocked products ({args.templates} templates)", args.pairs, t_ijb, args.pairs / t_ijb))
-    rows.append(("IJB pairs, gather + dot (insightface)", args.pairs, t_gather, args.pairs / t_gather))
+    assert np.allclose(score_pairs(f, ids, ids[i1], ids[i2]), gather_pairs(f, i1, i2), atol=1e-5)
+    t = interleave({"gather": lambda: gather_pairs(f, i1, i2), "ijb": lambda: score_pairs(f, ids, ids[i1], ids[i2])},
+                   args.rounds)
+    c = compare(f"IJB template pairs ({args.templates} templates)", t, "ijb", "gather", args.pairs, "pairs/s")
+    c.gandiff, c.reference = "score_pairs, blocked products", "gather + dot (insightface)"
+    comps.append(c)
 
     lab = np.r_[np.ones(len(m), bool), np.zeros(len(nm), bool)]
     sc = np.r_[m, nm]
-    t_roc, _ = _timeit(lambda: roc(m, nm))
-    t_sk, _ = _timeit(lambda: roc_curve(lab, sc, drop_intermediate=False))
-    rows.append(("ROC, sorted + searchsorted", len(sc), t_roc, len(sc) / t_roc))
-    rows.append(("ROC, sklearn roc_curve", len(sc), t_sk, len(sc) / t_sk))
-
-    print(f"{'what':<52} {'pairs':>12} {'seconds':>9} {'pairs/s':>14}")
-    for name, n, t, rate in rows:
-        print(f"{name:<52} {n:>12,} {t:>9.3f} {rate:>14,.0f}")
-    print(f"\nblocked / row-at-a-time: {t_row / t_block:.1f}x   blocked / Python loop: {n_pairs / t_block / py_rate:.0f}x"
-          f"   IJB blocked / gather: {t_gather / t_ijb:.1f}x   ROC ours / sklearn: {t_sk / t_roc:.1f}x")
+    t = interleave({"sklearn": lambda: roc_curve(lab, sc, drop_intermediate=False), "ours": lambda: roc(m, nm)},
+                   args.rounds)
+    c = compare("ROC", t, "ours", "sklearn", len(sc), "scores/s")
+    c.gandiff, c.reference = "roc: sorted + searchsorted", "sklearn.metrics.roc_curve"
+    comps.append(c)
+    print(f"{args.n} embeddings of dimension {args.dim}, {args.ids} identities")
+    print_comparisons("evaluate", comps)
+    write_comparisons(args.json, "evaluate", comps[:1])
 
 
 if __name__ == "__main__":

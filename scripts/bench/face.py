@@ -1,45 +1,44 @@
-"""Face toolkit throughput: detection and embedding, batched vs one-by-one, against OpenCV's own loop.
+"""Face toolkit throughput: detection and embedding, gandiff's default paths against OpenCV's own loops.
 
-    python scripts/bench/face.py [--device cpu|cuda] [--images 24] [--faces 128] [--repeats 3] [--mtcnn] [--dlib]
+    python scripts/bench/face.py [--device cpu|cuda] [--images 12] [--faces 32] [--rounds 5] [--detail]
+        [--mtcnn] [--dlib] [--json out.json]
 
-Prints faces/s (median wall time of ``--repeats``), faces per CPU-second (median process CPU time: the
-steadier figure on a shared, loaded machine) and each row's ratio to the plain reference loop measured
-in the same run: OpenCV ``FaceDetectorYN`` one image at a time (native size, as OpenCV runs it) and
-OpenCV DNN SFace one crop at a time (what ``FaceRecognizerSF.feature`` does). The ``PRelu kept`` row is
-the same SFace session without :func:`gandiff.face.onnx_models.rewrite_prelu_for_cpu` (CPU only).
+Each comparison runs interleaved (OpenCV, gandiff, OpenCV, gandiff ... ``--rounds`` times after a warm-up;
+``scripts/bench/harness.py``) and prints the median speed-up with its min-max:
+
+- YuNet detection: ``YuNetDetector.detect_batch`` against OpenCV ``FaceDetectorYN`` one image at a time
+  (native size, as OpenCV runs it);
+- SFace embedding: ``SFaceEmbedder.embed`` (the default embedder, default settings) against OpenCV DNN
+  SFace one crop at a time (what ``FaceRecognizerSF.feature`` does).
+
+``--detail`` adds the variants that explain the default: detection one by one, SFace on onnxruntime (the
+runtime gandiff used before; ``runtime=onnxruntime``), with and without the PReLU rewrite, one by one.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-
-def _timed(fn, repeats: int) -> tuple[float, float]:
-    """Median wall seconds and median process CPU seconds of ``fn()`` after one warm-up call."""
-    fn()  # warm-up: session creation, CUDA kernels, caches
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROUNDS, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--images", type=int, default=24, help="photos per detection run (packaged photos, cycled)")
-    ap.add_argument("--faces", type=int, default=128, help="aligned crops per embedding run")
+    ap.add_argument("--images", type=int, default=12, help="photos per detection call (packaged photos, cycled)")
+    ap.add_argument("--faces", type=int, default=32, help="aligned crops per embedding call")
     ap.add_argument("--batch", type=int, default=8, help="detector batch size")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--detail", action="store_true", help="also time the variants behind the defaults")
     ap.add_argument("--mtcnn", action="store_true", help="also time MTCNNDetector (slow on CPU: ~1 s per t1.jpg)")
     ap.add_argument("--dlib", action="store_true", help="also time DlibEmbedder (needs the dlib extra)")
-    args = ap.parse_args()
+    ap.add_argument("--json", default=None, help="write the comparisons here (scripts/bench/all.py reads them)")
+    args = ap.parse_args(argv)
 
     import cv2
 
@@ -62,11 +61,6 @@ def main() -> None:
     crops = np.stack([align_face(photos[0], d.landmarks) for d in det.detect(photos[0])])
     crops = crops[np.arange(args.faces) % len(crops)]
 
-    rows = []
-
-    def add(task: str, method: str, n: int, timing: tuple[float, float], ref: tuple[float, float]) -> None:
-        rows.append((task, method, n / timing[0], n / timing[1], ref[0] / timing[0], ref[1] / timing[1]))
-
     ref_det = cv2.FaceDetectorYN.create(yunet_path, "", (320, 320), 0.6, 0.3, 5000)
     bgr = [np.ascontiguousarray(im[:, :, ::-1]) for im in images]
 
@@ -75,25 +69,26 @@ def main() -> None:
             ref_det.setInputSize((im.shape[1], im.shape[0]))
             ref_det.detect(im)
 
-    ref = _timed(opencv_detect, args.repeats)
-    add("detect", "OpenCV FaceDetectorYN, one by one (reference)", n_faces, ref, ref)
-    add("detect", f"YuNetDetector.detect, one by one ({det.model.providers[0]})", n_faces,
-        _timed(lambda: [det.detect(im) for im in images], args.repeats), ref)
-    add("detect", f"YuNetDetector.detect_batch, batch {args.batch} (CPU chunks of {det.max_cpu_batch})", n_faces,
-        _timed(lambda: det.detect_batch(images), args.repeats), ref)
-    if det.model.providers[0] == "CPUExecutionProvider":
-        det.max_cpu_batch = args.batch
-        add("detect", f"YuNetDetector.detect_batch, batch {args.batch} in one chunk", n_faces,
-            _timed(lambda: det.detect_batch(images), args.repeats), ref)
+    det_fns = {"opencv": opencv_detect, "gandiff": lambda: det.detect_batch(images)}
+    if args.detail:
+        det_fns["one by one"] = lambda: [det.detect(im) for im in images]
     if args.mtcnn:
         from gandiff.face.detectors import MTCNNDetector
 
         mtcnn = MTCNNDetector(*(package_file(f"facenet_pytorch/data/{n}.pt") for n in ("pnet", "rnet", "onet")),
                               batch_size=args.batch, device=args.device)
-        add("detect", "MTCNNDetector.detect, one by one", n_faces,
-            _timed(lambda: [mtcnn.detect(im) for im in images], args.repeats), ref)
-        add("detect", f"MTCNNDetector.detect_batch, batch {args.batch}", n_faces,
-            _timed(lambda: mtcnn.detect_batch(images), args.repeats), ref)
+        det_fns["mtcnn"] = lambda: mtcnn.detect_batch(images)
+    t = interleave(det_fns, args.rounds, device=args.device)
+    det_label = f"YuNetDetector.detect_batch, batch {args.batch} ({det.model.providers[0]})"
+    comps = [compare("YuNet detection", t, "gandiff", "opencv", n_faces, "faces/s")]
+    comps[0].gandiff = det_label
+    comps[0].reference = "OpenCV FaceDetectorYN, one image at a time"
+    for key, label in (("one by one", "YuNetDetector.detect, one image at a time"),
+                       ("mtcnn", f"MTCNNDetector.detect_batch, batch {args.batch}")):
+        if key in t:
+            c = compare("YuNet detection (variant)", t, key, "opencv", n_faces, "faces/s")
+            c.gandiff, c.reference = label, comps[0].reference
+            comps.append(c)
 
     net = cv2.dnn.readNetFromONNX(sface_path)
 
@@ -103,38 +98,39 @@ def main() -> None:
                                                False), "data")
             net.forward()
 
-    ref = _timed(opencv_embed, args.repeats)
-    add("embed", "OpenCV DNN SFace, one by one (reference)", len(crops), ref, ref)
-    if emb.model.providers[0] == "CPUExecutionProvider":
-        plain = create_session(load_onnx_model(sface_path, "bench", "SFace", dynamic_batch=True), device="cpu")
-        name = plain.get_inputs()[0].name
-        x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
-        add("embed", "onnxruntime SFace, PRelu kept, one by one (before)", len(crops),
-            _timed(lambda: [plain.run(None, {name: x[i:i + 1]}) for i in range(len(x))], args.repeats), ref)
-        add("embed", "onnxruntime SFace, PRelu kept, batch 64 (before)", len(crops),
-            _timed(lambda: [plain.run(None, {name: x[i:i + 64]}) for i in range(0, len(x), 64)], args.repeats), ref)
-    add("embed", f"SFaceEmbedder.embed, one by one ({emb.model.providers[0]})", len(crops),
-        _timed(lambda: [emb.embed(c[None]) for c in crops], args.repeats), ref)
-    add("embed", f"SFaceEmbedder.embed, batch 64 (default; CPU chunks of {emb.max_cpu_batch})", len(crops),
-        _timed(lambda: emb.embed(crops), args.repeats), ref)
-    if emb.model.providers[0] == "CPUExecutionProvider":
-        emb.max_cpu_batch = 64
-        add("embed", "SFaceEmbedder.embed, batch 64 in one chunk", len(crops),
-            _timed(lambda: emb.embed(crops), args.repeats), ref)
+    emb_fns = {"opencv": opencv_embed, "gandiff": lambda: emb.embed(crops)}
+    labels = {"gandiff": f"SFaceEmbedder.embed (default: {emb.runtime}, chunks of {emb.max_cpu_batch})"}
+    if args.detail:
+        emb_fns["one by one"] = lambda: [emb.embed(c[None]) for c in crops]
+        labels["one by one"] = f"SFaceEmbedder.embed ({emb.runtime}), one crop per call"
+        if emb.model.providers[0] == "CPUExecutionProvider":
+            ort_emb = SFaceEmbedder(sface_path, batch_size=64, device="cpu", runtime="onnxruntime")
+            emb_fns["onnxruntime"] = lambda: ort_emb.embed(crops)
+            labels["onnxruntime"] = f"SFaceEmbedder.embed, runtime=onnxruntime (chunks of {ort_emb.max_cpu_batch})"
+            plain = create_session(load_onnx_model(sface_path, "bench", "SFace", dynamic_batch=True), device="cpu")
+            name = plain.get_inputs()[0].name
+            x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+            emb_fns["prelu kept"] = lambda: [plain.run(None, {name: x[i:i + 8]}) for i in range(0, len(x), 8)]
+            labels["prelu kept"] = "onnxruntime, PRelu kept (no rewrite), chunks of 8"
     if args.dlib:
         from gandiff.face.embedders import DlibEmbedder
 
         models = "face_recognition_models/models/"
         dlib_emb = DlibEmbedder(package_file(models + "dlib_face_recognition_resnet_model_v1.dat"),
                                 package_file(models + "shape_predictor_5_face_landmarks.dat"), batch_size=32)
-        add("embed", "DlibEmbedder.embed (ArcFace crops), batch 32", len(crops),
-            _timed(lambda: dlib_emb.embed(crops), args.repeats), ref)
+        emb_fns["dlib"] = lambda: dlib_emb.embed(crops)
+        labels["dlib"] = "DlibEmbedder.embed (ArcFace crops), batch 32"
+    t = interleave(emb_fns, args.rounds, device=args.device)
+    for key, label in labels.items():
+        c = compare("SFace embedding" if key == "gandiff" else "SFace embedding (variant)", t, key, "opencv",
+                    len(crops), "faces/s")
+        c.gandiff, c.reference = label, "OpenCV DNN SFace, one crop at a time"
+        comps.append(c)
 
-    print(f"{len(images)} images ({n_faces} faces) for detection, {len(crops)} crops for embedding; "
-          f"median of {args.repeats}")
-    print(f"{'task':<7} {'method':<54} {'faces/s':>8} {'/cpu-s':>7} {'vs ref':>7} {'cpu vs ref':>10}")
-    for task, method, rate, cpu_rate, ratio, cpu_ratio in rows:
-        print(f"{task:<7} {method:<54} {rate:>8.1f} {cpu_rate:>7.1f} {ratio:>6.2f}x {cpu_ratio:>9.2f}x")
+    print(f"{len(images)} images ({n_faces} faces) per detection call, {len(crops)} crops per embedding call, "
+          f"device={args.device}")
+    print_comparisons("face", comps)
+    write_comparisons(args.json, "face", [c for c in comps if "(variant)" not in c.name])
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Benchmark the identity funnel: identities/s and acceptance per funnel stage, vs a plain per-seed loop.
 
-    .venv/bin/python scripts/bench/identities.py [--num 24] [--batch-size 32] [--device cpu]
+    .venv/bin/python scripts/bench/identities.py [--num 12 24] [--batch-size 32] [--rounds 5] [--device cpu]
     .venv/bin/python scripts/bench/identities.py --diffusers tiny|FOLDER|HUB_ID [--steps 10] [--num 16]
 
 Both paths use the demo's models (DCGAN, YuNet at 160 px, SFace, age/gender) and the same gate and
 similarity threshold; the plain loop renders and analyses one seed at a time and compares each
-candidate to the kept identities one by one, as a first script would.
+candidate to the kept identities one by one, as a first script would. The two run interleaved
+(``scripts/bench/harness.py``), one comparison per ``--num``.
 
 ``--diffusers`` instead times the diffusers identity source: batched rendering with one generator per
 sample (each seed's image independent of its batch) against the stock pipeline called one seed at a
@@ -15,43 +16,22 @@ time (the plain way to get per-seed images). ``tiny`` builds a random 32x32 DDPM
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROUNDS, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--num", type=int, default=24)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--diffusers", default=None, help="time the diffusers source on this model ('tiny': built here)")
-    ap.add_argument("--steps", type=int, default=10, help="sampling steps for --diffusers")
-    args = ap.parse_args()
-    if args.diffusers:
-        bench_diffusers(args.diffusers, args.num, args.batch_size, args.steps, args.device)
-        return
 
-    from gandiff.config import compose
-    from gandiff.identity.demographics import parse_target
-    from gandiff.identity.sampling import QualityGate, select_identities
-    from gandiff.identity.stage import build_analyzer, build_source
-
-    cfg = compose(["logger=none", f"device={args.device}"])
-    source, analyzer = build_source(cfg, args.device), build_analyzer(cfg, args.device)
-    gate = QualityGate(cfg.identity.min_det_score, cfg.identity.min_face_size)
-    thr = float(cfg.identity.max_similarity)
-    target = parse_target({"gender": "uniform"}, args.num, ("gender", "age_bin"))
-    analyzer.analyze_batch(list(source.render(source.to_w(source.sample([0]), 1.0))))  # warm-up
-
-    t0 = time.perf_counter()
-    sel = select_identities(source, analyzer, target, args.num, 1.0, 0, args.batch_size, 100_000, gate, thr)
-    fast = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+def plain_loop(source, analyzer, gate, target, num: int, thr: float) -> int:
+    """The per-seed loop a first script would be: render and analyse one seed, compare with every kept
+    identity one by one; returns the seeds drawn."""
     kept, counts, seed = [], {g: 0 for g in ("male", "female")}, 0
     quota = {c[0]: q for c, q in target.quotas.items()}
-    while len(kept) < args.num:
+    while len(kept) < num:
         w = source.to_w(source.sample([seed]), 1.0)
         seed += 1
         faces = analyzer.analyze_batch([source.render(w)[0]])[0]
@@ -65,20 +45,70 @@ def main() -> None:
             continue
         kept.append(e)
         counts[g] += 1
-    plain = time.perf_counter() - t0
+    return seed
 
-    f = sel.funnel
-    print(f"identity funnel, {args.num} identities (target: gender uniform), device={args.device}")
-    print(f"{'path':<28}{'seconds':>9}{'identities/s':>14}{'seeds/s':>10}")
-    print(f"{'batched funnel (gandiff)':<28}{fast:>9.2f}{args.num / fast:>14.2f}{f['drawn'] / fast:>10.1f}")
-    print(f"{'plain per-seed loop':<28}{plain:>9.2f}{args.num / plain:>14.2f}{seed / plain:>10.1f}")
-    print(f"speed-up: {plain / fast:.2f}x   (render {sel.seconds['render']:.2f} s, analyse {sel.seconds['analyze']:.2f} s)")
-    print(f"\n{'funnel stage':<16}{'count':>7}{'of drawn':>10}{'of previous':>13}")
-    prev = None
-    for k, v in f.items():
-        print(f"{k:<16}{v:>7}{v / f['drawn']:>10.1%}{(v / prev if prev else 1):>13.1%}")
-        prev = v
-    print("rejections:", ", ".join(f"{k}={v}" for k, v in sorted(sel.rejections.items())))
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num", type=int, nargs="+", default=[12, 24], help="identities to select (one comparison each)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--diffusers", default=None, help="time the diffusers source on this model ('tiny': built here)")
+    ap.add_argument("--steps", type=int, default=10, help="sampling steps for --diffusers")
+    ap.add_argument("--json", default=None, help="write the comparisons here (scripts/bench/all.py reads them)")
+    args = ap.parse_args(argv)
+    if args.diffusers:
+        bench_diffusers(args.diffusers, args.num[0], args.batch_size, args.steps, args.device)
+        return
+
+    from gandiff.config import compose
+    from gandiff.identity.demographics import parse_target
+    from gandiff.identity.sampling import QualityGate, select_identities
+    from gandiff.identity.stage import build_analyzer, build_source
+
+    cfg = compose(["logger=none", f"device={args.device}"])
+    source, analyzer = build_source(cfg, args.device), build_analyzer(cfg, args.device)
+    gate = QualityGate(cfg.identity.min_det_score, cfg.identity.min_face_size)
+    thr = float(cfg.identity.max_similarity)
+    comps, funnels = [], {}
+    for num in args.num:
+        target = parse_target({"gender": "uniform"}, num, ("gender", "age_bin"))
+        sel: dict = {}
+
+        def funnel():
+            sel["last"] = select_identities(source, analyzer, target, num, 1.0, 0, args.batch_size, 100_000, gate,
+                                            thr)
+
+        def plain():
+            sel["plain_seeds"] = plain_loop(source, analyzer, gate, target, num, thr)
+
+        t = interleave({"plain": plain, "funnel": funnel}, args.rounds, device=args.device)
+        c = compare(f"identities funnel, {num} identities", t, "funnel", "plain", num, "identities/s")
+        c.gandiff = f"select_identities, batches of {args.batch_size}"
+        c.reference = "per-seed loop"
+        f = sel["last"].funnel
+        if c.median < 1.0:
+            c.note = (f"the funnel drew {f['drawn']} seeds in batches of {args.batch_size} where the per-seed loop "
+                      f"stopped at seed {sel['plain_seeds']}: its batches render and analyse seeds past the last "
+                      "identity kept")
+        comps.append(c)
+        funnels[num] = (sel["last"], sel["plain_seeds"])
+
+    print(f"identity funnel (target: gender uniform), device={args.device}, demo models (DCGAN, YuNet, SFace, "
+          "age/gender)")
+    print_comparisons("identities", comps)
+    for num, (s, plain_seeds) in funnels.items():
+        f = s.funnel
+        print(f"\n{num} identities: funnel drew {f['drawn']} seeds, the per-seed loop {plain_seeds}; last funnel run "
+              f"render {s.seconds['render']:.2f} s, analyse {s.seconds['analyze']:.2f} s")
+        print(f"{'funnel stage':<16}{'count':>7}{'of drawn':>10}{'of previous':>13}")
+        prev = None
+        for k, v in f.items():
+            print(f"{k:<16}{v:>7}{v / f['drawn']:>10.1%}{(v / prev if prev else 1):>13.1%}")
+            prev = v
+        print("rejections:", ", ".join(f"{k}={v}" for k, v in sorted(s.rejections.items())))
+    write_comparisons(args.json, "identities", comps)
 
 
 def bench_diffusers(model: str, num: int, batch_size: int, steps: int, device: str) -> None:

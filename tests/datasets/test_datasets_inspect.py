@@ -24,3 +24,17 @@ def test_inspect_prints_stats_and_writes_sheets(tmp_path, capsys):
 
     sheet = np.asarray(Image.open(sheets[1]))
     assert sheet.shape == (112, 336, 3) and sheet[..., 0].min() == 181 and sheet[..., 2].max() == 0
+
+
+def test_inspect_names_a_key_missing_from_the_index_in_one_line(tmp_path, capsys):
+    import pytest
+
+    write_recordio(tmp_path / "rec", [[np.zeros((112, 112, 3), np.uint8)] * 3])
+    idx = tmp_path / "rec" / "train.idx"
+    idx.write_text("".join(ln for ln in idx.read_text().splitlines(keepends=True) if not ln.startswith("2\t")))
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "rec"), "--sheets", "none"])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and "Traceback" not in out.err
+    assert out.out.splitlines() == [f"gandiff inspect: {idx}: no record with key 2 (the index lists 4 keys; "
+                                    "train.rec should have one line per record: rebuild the .idx or re-export)"]

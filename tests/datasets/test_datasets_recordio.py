@@ -135,3 +135,40 @@ def test_bad_index_is_a_clear_error(tmp_path, faces):
     (tmp_path / "train.idx").write_text("0\t3\n")
     with pytest.raises(RecordIOError, match="magic"):
         RecordIOReader(tmp_path)
+
+
+def _drop_keys(folder, keys):
+    lines = (folder / "train.idx").read_text().splitlines(keepends=True)
+    (folder / "train.idx").write_text("".join(ln for ln in lines if int(ln.split("\t")[0]) not in keys))
+
+
+def test_key_missing_from_the_index_is_the_readers_error_naming_file_and_key(tmp_path, faces):
+    from gandiff.datasets.recordio import RecordIOKeyError
+    from gandiff.errors import UserError
+
+    write_recordio(tmp_path, faces)  # image keys 1..6
+    _drop_keys(tmp_path, {1, 5})
+    reader = RecordIOReader(tmp_path)  # opens: the missing images are skipped where they are read
+    assert reader.missing_keys == 2 and reader.labels().tolist() == [0, 0, 0, 1, 2, 2]
+    with pytest.raises(RecordIOKeyError, match=rf"^{tmp_path / 'train.idx'}: no record with key 5 ") as e:
+        reader.read(4)
+    assert isinstance(e.value, UserError)
+    assert reader.read(5)[0] == 2  # its neighbours read as before
+    ds = open_dataset(tmp_path)
+    with pytest.raises(RecordIOKeyError, match="no record with key 1 "):
+        ds[0]
+    _drop_keys(tmp_path, set(range(1, 7)))
+    with pytest.raises(RecordIOError, match=r"none of the image keys 1\.\.6"):
+        RecordIOReader(tmp_path)
+
+
+def test_offset_past_the_end_names_the_file_size(tmp_path, faces):
+    write_recordio(tmp_path, faces)
+    size = (tmp_path / "train.rec").stat().st_size
+    lines = (tmp_path / "train.idx").read_text().splitlines()
+    lines = [f"2\t{size + 100}" if ln.startswith("2\t") else ln for ln in lines]
+    (tmp_path / "train.idx").write_text("\n".join(lines) + "\n")
+    reader = RecordIOReader(tmp_path)
+    with pytest.raises(RecordIOError, match=rf"train.rec: key 2's offset {size + 100} is past the end of the file "
+                                            rf"\({size} bytes\)"):
+        reader.read(1)

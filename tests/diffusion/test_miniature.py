@@ -19,10 +19,11 @@ ASSET = Path(mini.__file__).resolve().parents[1] / "assets" / "miniature_sd"
 
 
 def test_caption_words_follow_attributes_and_augmentations():
-    assert mini.caption("female", 24.0, 0.0, None, False) == "a photo of a young woman"
+    assert mini.caption("female", 24.0, 0.0, None, False) == "a photo of a woman, young"
     assert mini.caption("male", 41.0, 0.3, "dark photo", True) == (
-        "a photo of a middle-aged man, looking left, dark photo, close-up")
-    assert mini.caption("male", 63.0, -0.3, None, False) == "a photo of a old man, looking right"
+        "a photo of a man, middle-aged, looking left, dark photo, close-up")
+    assert mini.caption("male", 63.0, -0.3, None, False, "wearing a hat", "blue background") == (
+        "a photo of a man, old, wearing a hat, blue background, looking right")
     assert mini.caption(None, None, None, "bright photo", False) == "a photo of a person, bright photo"
 
 
@@ -136,3 +137,26 @@ def test_shipped_model_draws_faces_the_detector_finds():
                         input_size=(160, 160), device="cpu")
     found = sum(bool(d) for d in det.detect_batch(list(images)))
     assert found >= 3, f"YuNet found a face in {found} of 4 images from {ASSET}"
+
+
+def _plain_diffusers_render(folder: Path) -> np.ndarray:
+    """What a user of the folder does: diffusers' own loader and call, default arguments but the step count."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    image = pipe("a photo of a woman, wearing a hat", num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    return np.asarray(image)
+
+
+def test_exported_folder_renders_with_plain_diffusers_defaults(full_run):
+    img = _plain_diffusers_render(full_run.export_dir)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    dtypes = {json.loads((full_run.export_dir / m / "config.json").read_text()).get("dtype") for m in ("text_encoder",)}
+    assert dtypes == {"float32"}
+
+
+@pytest.mark.skipif(not (ASSET / "model_index.json").exists(), reason="gandiff/assets/miniature_sd not shipped")
+def test_shipped_folder_renders_with_plain_diffusers_defaults():
+    img = _plain_diffusers_render(ASSET)
+    assert img.shape == (64, 64, 3) and img.std() > 0

@@ -162,3 +162,35 @@ def test_reference_cli_on_an_export(tmp_path, builders, capsys):
     h = D.ScoreHistogram.load(tmp_path / "ref.json")
     assert h.mated.sum() == 4 * 3 and h.nonmated.sum() == 66 - 12 and h.metadata["embedder"] == "sface"
     assert h.metadata["num_identities"] == 4 and "ref.json: 12 mated" in capsys.readouterr().out
+
+
+def test_non_finite_embeddings_are_refused_naming_the_image():
+    from gandiff.datasets.sample import Sample
+    from gandiff.errors import UserError
+    from gandiff.evaluation.distributions import embed_dataset, pair_scores, roc
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 4))
+    emb[3, 2] = np.nan
+    with pytest.raises(UserError, match=r"^row 3 of the embeddings: embedding has non-finite values"):
+        pair_scores(emb, np.array([0, 0, 1, 1, 2, 2]))
+
+    class Faces:  # the reader interface embed_dataset uses
+        path = "/data/faces.rec"
+        labels = np.array([0, 0, 1, 1])
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return Sample(image=np.full((4, 4, 3), i, np.uint8), label=int(self.labels[i]), identity=str(i))
+
+    def embed(batch):  # image 2 gives inf
+        e = batch.reshape(len(batch), -1)[:, :3].astype(np.float32) + 1
+        e[batch[:, 0, 0, 0] == 2] = np.inf
+        return e
+
+    with pytest.raises(UserError, match=r"^/data/faces.rec image 2: embedding has non-finite values"):
+        embed_dataset(Faces(), embed, batch_size=3)
+    with pytest.raises(UserError, match="1 mated scores are NaN or inf"):
+        roc(np.array([0.5, np.nan]), np.array([0.1]))

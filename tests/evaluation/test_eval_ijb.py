@@ -49,7 +49,8 @@ def test_template_features_match_insightface_loop():
     got, ids = ijb.template_features(feats, templates, medias, det)
     ref, ref_ids = _ref_template_features(feats * det[:, None], templates, medias)
     np.testing.assert_array_equal(ids, ref_ids)
-    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-15)
 
 
 def test_score_pairs_blocked_equals_direct():
@@ -134,9 +135,55 @@ def test_meta_file_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"p\.txt"):
         ijb.read_template_pairs(tmp_path / "p.txt")
     (tmp_path / "q.txt").write_text("1 2 3\n")
-    with pytest.raises(ValueError, match=r"q\.txt: labels must be 0 or 1"):
+    with pytest.raises(ValueError, match=r"q\.txt:1: label 3: labels must be 0 or 1"):
         ijb.read_template_pairs(tmp_path / "q.txt")
     with pytest.raises(FileNotFoundError, match="IJB meta file not found"):
         ijb.read_landmarks(tmp_path / "none.txt")
     with pytest.raises(ValueError, match="must be IJBB or IJBC"):
         ijb.evaluate_ijb(tmp_path, "IJBA", lambda x: x)
+
+
+def test_scores_are_float64_and_resolve_a_float32_tie():
+    """Template 2 is 2e-9 closer to template 1 than template 3 is: equal in float32, ordered in float64
+    (insightface's eval_ijbc.py scores float64 template features in float64)."""
+    c = 0.5 + 2e-9
+    feats = np.array([[1.0, 0.0], [c, np.sqrt(1 - c * c)], [0.5, np.sqrt(0.75)]])  # (3 images, D=2)
+    tf, ids = ijb.template_features(feats, np.array([1, 2, 3]), np.array([10, 20, 30]))
+    label = np.array([1, 0], np.int8)
+    scores = ijb.score_pairs(tf, ids, np.array([1, 1]), np.array([2, 3]))
+    assert scores.dtype == np.float64
+    ref = [feats[0] @ feats[1] / np.linalg.norm(feats[1]), feats[0] @ feats[2] / np.linalg.norm(feats[2])]
+    np.testing.assert_allclose(scores, ref, rtol=0, atol=1e-15)
+    assert np.float32(scores[0]) == np.float32(scores[1]) and scores[0] > scores[1]  # the tie float32 made
+    tar = ijb.tar_at_far(label, scores, fars=(1e-6,))
+    assert tar["tar@far=1e-06"] == _ref_tar(label, scores, (1e-6,))[0] == 1.0
+    assert _ref_tar(label, scores.astype(np.float32), (1e-6,))[0] == 0.0  # what float32 scores reported
+
+
+def test_non_finite_embedding_is_refused_naming_the_image(tmp_path):
+    from gandiff.errors import UserError
+
+    _write_ijb(tmp_path)
+
+    def embed_raw(crops):  # the green subject's faces (images 4..7) come out NaN
+        f = crops[:, 40:70, 40:70].reshape(len(crops), -1, 3).mean(1).astype(np.float32) - 100.0
+        f[f[:, 1] > 50] = np.nan
+        return f
+
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'loose_crop' / '4.jpg'}: embedding has non-finite "
+                                        r"values \(NaN or inf; 1 of 5 rows\)"):
+        ijb.evaluate_ijb(tmp_path, "IJBC", embed_raw, batch_size=5)
+    feats = np.ones((3, 4))
+    feats[2, 1] = np.inf
+    with pytest.raises(UserError, match="row 2 of the embeddings"):
+        ijb.template_features(feats, np.array([1, 1, 2]), np.array([1, 1, 2]))
+
+
+def test_short_tid_mid_line_names_its_line(tmp_path):
+    p = tmp_path / "ijbc_face_tid_mid.txt"
+    p.write_text("1.jpg 1 10\n2.jpg 1 10\n3.jpg 2\n4.jpg 3 30\n")
+    with pytest.raises(ijb.IJBError, match=rf"^{p}:3: 2 fields, expected 3 \('image_name template_id media_id'\)"):
+        ijb.read_template_media(p)
+    p.write_text("1.jpg 1 10\n2.jpg one 10\n")
+    with pytest.raises(ijb.IJBError, match=rf"^{p}:2: 'one' is not a number"):
+        ijb.read_template_media(p)

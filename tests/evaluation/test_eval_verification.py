@@ -254,3 +254,48 @@ def test_read_lfw_pairs(tmp_path):
     (tmp_path / "bad.txt").write_text("10 300\nA 1\n")
     with pytest.raises(ValueError, match=r"bad\.txt:2: expected"):
         V.read_lfw_pairs(tmp_path / "bad.txt", tmp_path)
+
+
+def test_non_finite_embeddings_are_refused_naming_the_image():
+    from gandiff.errors import UserError
+    from gandiff.evaluation.verification import embed_images, evaluate_verification
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8))
+    emb[5, 0] = np.nan
+    with pytest.raises(UserError, match=r"^pair 2 image 1: embedding has non-finite values"):
+        evaluate_verification(emb, np.arange(20) % 2 == 0)
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    images[3] = 7
+
+    def embed(batch):
+        e = batch.reshape(len(batch), -1)[:, :4].astype(np.float32) + 1
+        e[batch[:, 0, 0, 0] == 7] = np.nan
+        return e
+
+    with pytest.raises(UserError, match=r"^lfw\.bin image 3: embedding"):
+        embed_images(embed, images, batch_size=3, flip=False, names=[f"lfw.bin image {i}" for i in range(4)])
+    with pytest.raises(UserError, match=r"^image 3: embedding"):
+        embed_images(embed, images, batch_size=3, flip=False)
+
+
+def test_bin_with_a_numpy_path_to_object_pointers_is_refused(tmp_path):
+    """issame as an array whose '|V1' dtype's pickled state marks it as holding objects: refused."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _reconstruct
+
+    class Reduces:
+        def __init__(self, fn, args, state):
+            self.fn, self.args, self.state = fn, args, state
+
+        def __reduce__(self):
+            return self.fn, self.args, self.state
+
+    flagged = Reduces(np.dtype, ("V1", False, True), (3, "|", None, None, None, 1, 1, 0x01))
+    issame = Reduces(_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), flagged, False, b"\0"))
+    p = tmp_path / "evil.bin"
+    p.write_bytes(pickle.dumps(([b"a", b"b"], issame), protocol=4))
+    with pytest.raises(V.UnsafePickleError, match=r"evil\.bin: NumPy dtype .* holds Python objects"):
+        V.read_bin(p)

@@ -193,3 +193,28 @@ def test_prelu_rewrite_is_bit_exact(tmp_path):
     ops = [n.op_type for n in plain.graph.node]
     assert ops.count("PRelu") == 1 and ops.count("Max") == 1 and ops.count("Min") == 1
     np.testing.assert_array_equal(create_session(plain, device="cpu").run(None, {"x": x})[0], expected)
+
+
+def test_sface_runtimes_agree_and_batching_does_not_change_bytes(crops, model_paths, sface):
+    """CPU default: OpenCV's DNN engine (the reference's runtime). It matches onnxruntime and OpenCV's own
+    one-crop-at-a-time reference to float rounding, and a crop's embedding is bitwise the same whatever the
+    number of crops in its call (a lone crop runs as a batch of two)."""
+    import cv2
+
+    assert sface.runtime == "opencv"
+    ort_sface = SFaceEmbedder(model_paths["sface"], device="cpu", runtime="onnxruntime")
+    assert ort_sface.runtime == "onnxruntime"
+    raw_cv, raw_ort = sface._raw(crops), ort_sface._raw(crops)
+    scale = float(np.abs(raw_ort).max())
+    assert np.abs(raw_cv - raw_ort).max() < 1e-5 * scale
+    net = cv2.dnn.readNetFromONNX(model_paths["sface"])
+    for crop, ours in zip(crops, raw_cv):
+        net.setInput(cv2.dnn.blobFromImage(np.ascontiguousarray(crop[:, :, ::-1]), 1.0, (112, 112), (0, 0, 0),
+                                           True, False), "data")
+        assert np.abs(net.forward().reshape(-1) - ours).max() < 1e-5 * scale
+    whole = sface.embed(crops)
+    np.testing.assert_allclose(whole, ort_sface.embed(crops), atol=1e-6)
+    assert np.array_equal(np.concatenate([sface.embed(c[None]) for c in crops]), whole)
+    assert np.array_equal(np.concatenate([sface.embed(crops[:5]), sface.embed(crops[5:])]), whole)
+    with pytest.raises(ValueError, match="face.embedder.runtime='tf'"):
+        SFaceEmbedder(model_paths["sface"], device="cpu", runtime="tf")

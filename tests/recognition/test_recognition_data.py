@@ -164,3 +164,20 @@ def test_reads_a_recordio_export_through_open_dataset(tmp_path: Path, faces):
     assert lab == int(batch["label"][0])
     img0 = batch["image"][0].permute(1, 2, 0).numpy()
     assert any(np.array_equal(img0, v) for im in by_label[lab] for v in (im, im[:, ::-1]))  # flip is on
+
+
+def test_recordio_keys_missing_from_the_index_are_skipped_and_counted(tmp_path: Path, faces):
+    """A train.idx that lacks some keys (the first image's among them): training skips and counts them."""
+    from gandiff.datasets.readers import open_dataset
+    from gandiff.datasets.recordio import write_recordio
+
+    by_label = [[faces.images[i] for i in np.flatnonzero(faces.labels == c)] for c in range(faces.num_classes)]
+    write_recordio(tmp_path / "rec", by_label)
+    idx = tmp_path / "rec" / "train.idx"
+    gone = {1, 18, 40}  # image keys are dataset index + 1
+    idx.write_text("".join(ln for ln in idx.read_text().splitlines(keepends=True) if int(ln.split("\t")[0]) not in gone))
+    dm = FaceDataModule(open_dataset(tmp_path / "rec"), batch_size=8, heldout="none", source="rec")
+    batches = list(dm.train_dataloader())  # every image is in one of the 12 whole batches
+    assert sum(b["skipped"] for b in batches) == 3
+    assert sum(len(b["label"]) for b in batches) == len(faces) - 3
+    assert any("no record with key 18" in e for b in batches for e in b["skipped_examples"])
