@@ -137,6 +137,14 @@ def register() -> None:
     ConfigStore.instance().store(name="gandiff_schema", node=Config)
 
 
+def _literal_container(node: Any, key: Any) -> Any:
+    """The child mapping or list at ``key`` to walk into; None for a leaf or an interpolation (not resolved)."""
+    child = node._get_node(key)
+    if child is None or child._is_interpolation() or not (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+        return None
+    return child
+
+
 def _missing_keys(node: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose value is ``???``, without resolving interpolations (which may point at them)."""
     out = []
@@ -145,8 +153,8 @@ def _missing_keys(node: Any, prefix: str = "") -> list[str]:
         if OmegaConf.is_missing(node, key):
             out.append(full)
             continue
-        child = node._get_node(key)
-        if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+        child = _literal_container(node, key)
+        if child is not None:
             out += _missing_keys(child, f"{full}.")
     return out
 
@@ -182,8 +190,8 @@ def _unknown_keys(node: Any, prefix: str = "") -> list[str]:
     out: list[str] = []
     if OmegaConf.is_list(node):
         for i in range(len(node)):
-            child = node._get_node(i)
-            if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+            child = _literal_container(node, i)
+            if child is not None:
                 out += _unknown_keys(child, f"{prefix[:-1]}[{i}].")
         return out
     object_type = OmegaConf.get_type(node)
@@ -200,8 +208,8 @@ def _unknown_keys(node: Any, prefix: str = "") -> list[str]:
         if allowed is not None and key not in allowed:
             out.append(full)
             continue
-        child = node._get_node(key)
-        if child is not None and not child._is_interpolation() and (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+        child = _literal_container(node, key)
+        if child is not None:
             out += _unknown_keys(child, f"{full}.")
     return out
 

@@ -186,9 +186,11 @@ def _nvlabs_names() -> Iterator[tuple[Callable, type]]:
                 sys.modules[k] = v
 
 
-def nvlabs_pickle(G: Any, path: Path) -> Path:
-    """Write ``G`` as NVlabs' ``training_loop.py`` snapshots do: ``{G, D, G_ema, augment_pipe, training_set_kwargs}``,
-    every module a persistent-class record (``type``, ``version`` 6, ``module_src``, ``class_name``, ``state``)."""
+def nvlabs_pickle_bytes(G: Any, module_src: str | None = None, extra: dict | None = None) -> bytes:
+    """``G`` pickled as NVlabs' ``training_loop.py`` snapshots are: ``{G, D, G_ema, augment_pipe,
+    training_set_kwargs}`` (``extra`` replaces entries), every module a persistent-class record (``type``,
+    ``version`` 6, ``module_src``, ``class_name``, ``state`` = its ``__dict__`` plus ``_init_args`` /
+    ``_init_kwargs`` as EasyDicts, as ``train.py`` passes them)."""
     import torch
 
     with _nvlabs_names() as (reconstruct, EasyDict):
@@ -202,16 +204,23 @@ def nvlabs_pickle(G: Any, path: Path) -> Path:
                     kwargs = state.pop("init_kwargs", None) if obj is G else {}
                     state["_init_args"] = ()
                     state["_init_kwargs"] = easy(dict(kwargs or {}))
-                    src = f"# networks source of {type(obj).__module__} (not included in the stand-in)\n"
+                    src = (module_src if module_src is not None
+                           else f"# networks source of {type(obj).__module__} (not included in the stand-in)\n")
                     return reconstruct, (dict(type="class", version=6, module_src=src,
                                               class_name=type(obj).__name__, state=state),)
                 return NotImplemented
 
         snapshot = {"G": G, "D": None, "G_ema": G, "augment_pipe": None,
                     "training_set_kwargs": EasyDict(resolution=G.img_resolution, use_labels=False)}
+        snapshot.update(extra or {})
         buf = io.BytesIO()
         Pickler(buf, protocol=4).dump(snapshot)
-    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def nvlabs_pickle(G: Any, path: Path) -> Path:
+    """Write ``G`` to ``path`` as an NVlabs snapshot (:func:`nvlabs_pickle_bytes`)."""
+    path.write_bytes(nvlabs_pickle_bytes(G))
     return path
 
 

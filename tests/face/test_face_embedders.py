@@ -13,15 +13,6 @@ from gandiff.face.embedders import OnnxEmbedder, SFaceEmbedder, TorchEmbedder, c
 from gandiff.face.onnx_models import ModelFileError
 
 
-@pytest.fixture(scope="session")
-def crops(photos, yunet, t1_detections):
-    """Aligned crops: the six t1 faces, then astronaut, grace_hopper, tom_hanks (9 different people)."""
-    out = [align_face(photos["t1"], d.landmarks) for d in t1_detections]
-    for name in ("astronaut", "grace_hopper", "tom_hanks"):
-        out.append(align_face(photos[name], yunet.detect(photos[name])[0].landmarks))
-    return np.stack(out)
-
-
 def test_sface_matches_opencv_dnn(crops, model_paths, sface):
     """Input convention check: OpenCV FaceRecognizerSF.feature = blobFromImage(bgr, 1, (112,112), 0, swapRB=True)."""
     import cv2

@@ -6,18 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gandiff.face.align import align_face
 from gandiff.face.onnx_models import ModelFileError
 from gandiff.face.sface_torch import DifferentiableEmbedder, IResNetFaceModule, SFaceTorch
-
-
-@pytest.fixture(scope="module")
-def crops(photos, yunet, t1_detections):
-    """Aligned crops of 9 different people (the t1 group photo, astronaut, grace_hopper, tom_hanks)."""
-    out = [align_face(photos["t1"], d.landmarks) for d in t1_detections]
-    for name in ("astronaut", "grace_hopper", "tom_hanks"):
-        out.append(align_face(photos[name], yunet.detect(photos[name])[0].landmarks))
-    return np.stack(out)
 
 
 @pytest.fixture(scope="module")
