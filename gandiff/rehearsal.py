@@ -88,6 +88,8 @@ def _building(final: Path) -> Iterator[Path]:
         tmp.unlink()
     try:
         yield tmp
+        if final.is_dir():  # a part rebuilt after an interrupted build (its sibling was renamed, it was not)
+            shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         if tmp.is_dir():
@@ -502,12 +504,13 @@ def build_standins(out: str | os.PathLike, size: str = "real", seed: int = 0, bi
         "verification": lambda: build_verification(p["verification"], bin_pairs, seed + 4),
         "ijbc": lambda: build_ijbc(p["ijbc"], ijb_templates, seed + 5),
     }
-    done = {"sd15": p["sd15_fp16"], "buffalo_l": p["buffalo_l"] / "w600k_r50.onnx",
-            "verification": p["verification"] / f"{VERIFICATION_NAMES[-1]}.bin"}
+    # What a finished part leaves (SD 1.5: both folders, renamed one after the other).
+    done = {"sd15": [p["sd15"], p["sd15_fp16"]], "buffalo_l": [p["buffalo_l"] / "w600k_r50.onnx"],
+            "verification": [p["verification"] / f"{VERIFICATION_NAMES[-1]}.bin"]}
     for name, build in steps.items():
         if parts is not None and name not in parts:
             continue
-        if done.get(name, p[name]).exists():
+        if all(f.exists() for f in done.get(name, [p[name]])):
             continue
         log.info("rehearsal: building %s (%s)", name, size)
         build()

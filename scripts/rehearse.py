@@ -246,8 +246,9 @@ def run_stages(cfg: Any, stages: list[str], device: str) -> list[Line]:
                         summary.get("dir"))
         items, unit, work = stage_units(name, cfg, counts, Path(str(cfg.paths.run_dir)))
         cost = (work / dt if dt else None) if unit.endswith("/s") else (dt / work if work else None)
+        rss, gpu = peak_rss_gb(), peak_gpu_gb(device)  # before stage_floor, which builds a model to count FLOPs
         floor = stage_floor(name, cfg, device, work)
-        rows.append(Line(name, dt, peak_rss_gb(), items, unit, cost, peak_gpu_gb(device), floor,
+        rows.append(Line(name, dt, rss, items, unit, cost, gpu, floor,
                          note=str(summary.get("status")),
                          extra={k: v for k, v in counts.items() if isinstance(v, (int, float, str))}, cpu_seconds=cpu))
         log.info("rehearse: %s done in %.1f s wall, %.1f s CPU, peak RSS %.2f GB, %s items, %s %s", name, dt, cpu,
@@ -300,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="where the table goes as JSON (default: beside the run)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for experiment=rehearse")
     args = ap.parse_args(argv)
+    stages = [s for s in args.stages.split(",") if s]  # checked before the (long, at real size) build
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from gandiff import rehearsal
@@ -346,10 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     for k, why in SUBSTITUTIONS.items():
         print(f"  {k:42s} {why}")
     cfg = compose(overrides)
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        ap.error(f"--stages: unknown {unknown}; choose from {','.join(STAGES)}")
     rows += run_stages(cfg, stages, device)
 
     text = table(rows, cuda)

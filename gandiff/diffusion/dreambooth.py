@@ -38,6 +38,7 @@ from PIL import Image
 from gandiff.diffusion.components import Components
 from gandiff.diffusion.multi_lora import TEXT_TARGETS, UNET_TARGETS, MultiLoRA
 from gandiff.diffusion.prompts import item_seed
+from gandiff.diffusion.schema import LR_SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -438,9 +439,8 @@ def lr_lambda(kind: str, warmup: int, total: int) -> Any:
     num_warmup_steps=warmup, num_training_steps=total)``, formula for formula (the scheduler steps after each
     optimiser step, as in diffusers' scripts): ``constant`` is 1 throughout (no warm-up, whatever ``warmup``);
     the others warm up as ``s / W``, then stay at 1 / decay linearly to 0 / follow half a cosine to 0."""
-    if kind not in ("constant", "constant_with_warmup", "linear", "cosine"):
-        raise ValueError(f"dreambooth.lr_scheduler={kind!r}: must be constant, constant_with_warmup, linear or "
-                         "cosine")
+    if kind not in LR_SCHEDULERS:
+        raise ValueError(f"dreambooth.lr_scheduler={kind!r}: must be one of {', '.join(LR_SCHEDULERS)}")
 
     def f(step: int) -> float:
         if kind == "constant":
