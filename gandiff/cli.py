@@ -13,23 +13,13 @@ import sys
 from typing import Any
 
 from gandiff.distributed import is_leader
-from gandiff.pipeline import STAGE_ORDER
+from gandiff.stages import STAGE_ORDER
 
 log = logging.getLogger("gandiff")
 COMMAND_ENV = "GANDIFF_COMMAND"  # the stage a DDP rank re-launched by Lightning runs (see main)
 
-EXAMPLES = {
-    "identities": "gandiff identities identity.num=100 'identity.target={gender: {male: 0.5, female: 0.5}}'",
-    "dreambooth": "gandiff dreambooth dreambooth.steps=800 dreambooth.identities_per_batch=16",
-    "generate": "gandiff generate generation.images_per_identity=64 prompts=neutral\n"
-                "              gandiff generate generation.replay=id_000003_0007   # re-render one image, same pixels",
-    "curate": "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5",
-    "export": "gandiff export 'export.formats=[recordio]'",
-    "train": "gandiff train recognizer=iresnet50 trainer.max_epochs=20",
-    "evaluate": "gandiff evaluate benchmark=verification_bins benchmark.root=/data/faces_webface_112x112",
-    "report": "gandiff report",
-    "run": "gandiff run experiment=demo        # every stage in order (the default experiment)",
-}
+# Each stage's example is its class's ``example`` (gandiff.stages lists the classes); `run` is not a stage.
+RUN_EXAMPLE = "gandiff run experiment=demo        # every stage in order (the default experiment)"
 TOOLS = {
     "faces": ("gandiff.face.cli:main", "gandiff faces photo.jpg other.jpg   # detections, attributes, similarity"),
     "inspect": ("gandiff.datasets.inspect:main", "gandiff inspect experiments/demo/export/<key>   # dataset stats"),
@@ -60,8 +50,17 @@ same command to resume; a second run does no work. With no overrides the embedde
 """
 
 
+def _example(command: str) -> str:
+    """The worked example of a stage (its class's ``example``; importing a stage module is cheap) or of run."""
+    if command == "run":
+        return RUN_EXAMPLE
+    from gandiff.pipeline import stage_class
+
+    return stage_class(command).example
+
+
 def _help() -> str:
-    stages = "\n".join(f"  {name:<11} {EXAMPLES[name]}" for name in (*STAGE_ORDER, "run"))
+    stages = "\n".join(f"  {name:<11} {_example(name)}" for name in (*STAGE_ORDER, "run"))
     tools = "\n".join(f"  {name:<11} {ex}" for name, (_, ex) in TOOLS.items())
     return HELP.format(stages=stages, tools=", ".join(TOOLS), tool_lines=tools)
 
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({', '.join(TOOLS)}). See gandiff --help.", file=sys.stderr)
         raise SystemExit(2)
     if "--help" in rest or "-h" in rest:
-        print(f"gandiff {cmd} [key=value ...] [-m]\n\nexample:\n  {EXAMPLES[cmd]}\n\n"
+        print(f"gandiff {cmd} [key=value ...] [-m]\n\nexample:\n  {_example(cmd)}\n\n"
               "Hydra's own help (groups and the composed config): gandiff run --hydra-help / --cfg job")
         return
 

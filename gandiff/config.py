@@ -24,6 +24,7 @@ from gandiff.face.schema import AttributesConfig, FaceConfig
 from gandiff.identity.schema import IdentityConfig
 from gandiff.recognition.schema import RecognizerConfig, TrainerConfig
 from gandiff.schema import ConfigError, require, require_choice
+from gandiff.stages import STAGE_ORDER
 
 CONF_DIR = Path(os.environ.get("GANDIFF_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 
@@ -84,8 +85,6 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
-        from gandiff.pipeline import STAGE_ORDER
-
         known = (*STAGE_ORDER, *self.plugins)
         require_choice("stage", self.stage, ("run", *known))
         for name in self.stages:
@@ -159,6 +158,40 @@ def _missing_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+_UNREAD = object()  # the source does not say: import the target and ask inspect
+
+
+def _source_params(target: str) -> Any:
+    """``_target_params`` of a gandiff class or function read from its source file, without importing it: a
+    model module may import torch at the top (4 s), and composing a config must not pay for that. ``_UNREAD``
+    unless the source states the signature plainly (a module-level ``def``, or an undecorated class whose body
+    defines ``__init__`` and no ``__new__``)."""
+    import ast
+    import importlib.util
+
+    module, _, name = target.rpartition(".")
+    if not module.startswith("gandiff."):
+        return _UNREAD
+    try:
+        spec = importlib.util.find_spec(module)  # imports the parent packages (import-light), not the module
+        tree = ast.parse(Path(spec.origin).read_text()) if spec and spec.origin else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return _UNREAD
+    node = next((n for n in getattr(tree, "body", ()) if getattr(n, "name", None) == name), None)
+    if isinstance(node, ast.ClassDef) and not node.decorator_list:
+        methods = {n.name: n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        if "__init__" not in methods or "__new__" in methods:
+            return _UNREAD
+        args, skip = methods["__init__"].args, 1  # self
+    elif isinstance(node, ast.FunctionDef) and not node.decorator_list:
+        args, skip = node.args, 0
+    else:
+        return _UNREAD
+    if args.kwarg is not None:
+        return None
+    return {a.arg for a in args.args[skip:]} | {a.arg for a in args.kwonlyargs}
+
+
 def _target_params(target: Any) -> set[str] | None:
     """The keyword arguments a ``_target_`` accepts; None when it takes ``**kwargs`` or cannot be imported
     (``instantiate`` then says why, naming the target)."""
@@ -166,6 +199,9 @@ def _target_params(target: Any) -> set[str] | None:
 
     if not isinstance(target, str):
         return None
+    read = _source_params(target)
+    if read is not _UNREAD:
+        return read
     try:
         from hydra.utils import get_object
 

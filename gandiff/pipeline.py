@@ -1,28 +1,19 @@
-"""Stage order, the stage contract, resume, shards and ``stage.json``.
+"""The stage contract, resume, shards and ``stage.json`` (the stages and their order: ``gandiff.stages``).
 
-A stage is a function over files. ``run_stage(cfg, name)`` is the one entry point the CLI, a Hydra
-sweep and ``gandiff run`` all use. A stage class says three things:
+``run_stage(cfg, name)`` is the one entry point the CLI, a Hydra sweep and ``gandiff run`` use. A stage class
+lists its ``items(ctx)``, makes and records them in ``process(ctx, keys)`` and writes its manifests in
+``merge(ctx, keys)``; the pipeline finds the inputs, takes this process's shard, skips items whose recorded
+files are intact, merges once every shard is done and writes ``stage.json`` last. Each stage writes under
+``${paths.run_dir}/<stage>/<key>/``, the key hashing its config groups and its upstream stages' keys, so a
+config decides every folder before anything runs (``force_inputs=<stage>:<key>`` builds on another).
 
-- ``items(ctx)``: every item key the stage makes (for example identity ids), in a fixed order;
-- ``process(ctx, keys)``: make and record those items (``ctx.items.put`` after the files are written);
-- ``merge(ctx, keys)``: read the item rows, write the stage's manifests, return counts for the summary.
-
-The pipeline does the rest: it finds the inputs, splits the keys into this process's shard, skips the
-items that are done (``ItemStore.is_done`` re-checks their files), and when every key of every shard is
-done it merges and writes ``stage.json`` last.
-
-Where outputs go. Each stage writes under ``${paths.run_dir}/<stage>/<key>/``, where ``key`` hashes the
-stage's own config groups and its upstream stages' keys. A config decides every folder before anything
-runs: a rerun finds its own folder and resumes; a sweep over curation thresholds shares the identity,
-DreamBooth and generation folders and gets one curation folder per setting; an upstream stage run under
-another config is in another folder, so it can never be taken for this one by mistake (if that is what
-you want, ``force_inputs=<stage>:<key>`` names it).
+Design: docs/design.md#the-stage-contract.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 import logging
 import os
 import platform
@@ -33,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gandiff import stages
 from gandiff.artifacts import (
     ItemStore,
     atomic_write_json,
@@ -46,19 +38,10 @@ from gandiff.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("identities", "dreambooth", "generate", "curate", "export", "train", "evaluate", "report")
-
-# Lazy: importing a stage may import torch, diffusers or lightning (13 s); only the stage being run pays.
-STAGE_CLASSES: dict[str, str] = {
-    "identities": "gandiff.identity.stage:IdentitiesStage",
-    "dreambooth": "gandiff.diffusion.dreambooth_stage:DreamBoothStage",
-    "generate": "gandiff.diffusion.generate_stage:GenerateStage",
-    "curate": "gandiff.curation.stage:CurateStage",
-    "export": "gandiff.datasets.stage:ExportStage",
-    "train": "gandiff.recognition.stage:TrainStage",
-    "evaluate": "gandiff.evaluation.stage:EvaluateStage",
-    "report": "gandiff.evaluation.report_stage:ReportStage",
-}
+# The stages by name, in run order, as "module:Class" (gandiff.stages). Re-exported: ``STAGE_CLASSES[name] =
+# "module:Class"`` (or config ``plugins``) adds a stage; each class is imported only when it is used.
+STAGE_ORDER = stages.STAGE_ORDER
+STAGE_CLASSES = stages.STAGE_CLASSES
 
 
 class StageError(UserError, RuntimeError):
@@ -70,6 +53,7 @@ class Stage:
 
     name: str = ""
     upstream: tuple[str, ...] = ()  # stages whose outputs this one reads
+    example: str = ""  # one worked command line for ``gandiff --help`` (``gandiff <name> key=value ...``)
     config_keys: tuple[str, ...] = ()  # config groups that decide this stage's outputs
     # Dotted keys inside ``config_keys`` that change speed, not results (batch sizes, workers, devices).
     ignore_keys: tuple[str, ...] = ()
@@ -104,7 +88,7 @@ class StageContext:
     """What a stage needs to know about where it runs. Built by the pipeline from the config."""
 
     name: str
-    cfg: Any  # the composed DictConfig; stages read their own groups and pass plain values down
+    cfg: Any  # the composed DictConfig (stage keys hash it); stages read ``settings``, its typed form
     run_dir: Path
     dir: Path  # this stage's output folder (``run_dir/<name>/<key>``)
     key: str
@@ -117,6 +101,14 @@ class StageContext:
     # Speed figures of this call (images/s ...): they go to stage.json's ``timings``, never into result files,
     # so that two identical runs write the same result bytes.
     timings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def settings(self) -> Any:
+        """The validated typed config (``gandiff.config.Config``), built from ``cfg`` once, on first read: a
+        stage reads its group as ``ctx.settings.recognizer`` and passes those typed objects down."""
+        from gandiff.config import validate
+
+        return validate(self.cfg)
 
     def input_dir(self, stage: str) -> Path:
         if stage not in self.inputs:
@@ -141,17 +133,21 @@ class StageContext:
         return progress(iterable, total=total, desc=desc or self.name)
 
 
-def load_stage(name: str) -> Stage:
-    if name not in STAGE_CLASSES:
-        raise StageError(f"unknown stage {name!r}: choose one of {', '.join(STAGE_ORDER)}")
-    module, cls = STAGE_CLASSES[name].split(":")
+def stage_class(name: str) -> type[Stage]:
+    """The class of stage ``name`` (built in or a plugin), imported now; StageError when nobody registered it."""
     try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (e.name == module or module.startswith(e.name + ".")):
-            raise NotImplementedError(f"stage {name!r} is not implemented yet ({module} is missing)") from e
-        raise
-    return getattr(mod, cls)()
+        cls = stages.stage_class(name)
+    except KeyError:
+        raise StageError(f"unknown stage {name!r}: choose one of {', '.join(STAGE_CLASSES)}") from None
+    except TypeError as e:
+        raise StageError(str(e)) from None
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise StageError(f"stage {name!r}: {STAGE_CLASSES[name]} is not a gandiff.pipeline.Stage subclass")
+    return cls
+
+
+def load_stage(name: str) -> Stage:
+    return stage_class(name)()
 
 
 # --------------------------------------------------------------------------------------------- config keys
@@ -294,7 +290,10 @@ def _parse_forced(values: Sequence[str]) -> dict[str, str]:
 def register_plugins(cfg: Any) -> None:
     """Make the config's extra stages (``plugins: {name: module:Class}``) loadable by name."""
     for name, target in (_plain(cfg, "plugins") or {}).items():
-        STAGE_CLASSES[name] = target
+        try:
+            stages.register(name, target)
+        except ValueError as e:
+            raise StageError(str(e)) from None
 
 
 def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:

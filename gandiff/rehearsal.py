@@ -1,23 +1,13 @@
 """Stand-ins for the real models, random weights in the exact layouts people download (``make rehearse``).
 
-``build_standins(out, size="real")`` writes, once, into ``out``:
+``build_standins(out, size="real")`` writes, once, into ``out``: Stable Diffusion 1.5 as on the hub (``sd15/``,
+float32, and ``sd15-fp16/``, fp16 variant files only), NVlabs StyleGAN3-R and StyleGAN2 FFHQ pickles, a
+buffalo_l-style pack (SCRFD-like ``det_10g.onnx``, IResNet-50 ``w600k_r50.onnx``), FairFace's ResNet-34 ``.pt``,
+verification ``.bin`` files, an IJB-C layout and ``standins.json``. ``size="tiny"`` builds the same files small
+(a test loads each through the real loaders). Random weights prove shapes, formats, memory and speed, not
+quality; each part is built under a temporary name and renamed, so an interrupted build resumes.
 
-    sd15/                       Stable Diffusion 1.5 as on the hub: model_index.json, unet, vae, text_encoder,
-                                tokenizer (OpenAI CLIP BPE), scheduler, safety_checker, feature_extractor;
-                                float32 ``*.safetensors``
-    sd15-fp16/                  the same, fp16 variant files only (``*.fp16.safetensors``)
-    stylegan3-r-ffhq-1024x1024.pkl   NVlabs network pickles with the published hyper-parameters
-    stylegan2-ffhq-1024x1024.pkl
-    buffalo_l/det_10g.onnx      an SCRFD-like detector: det_10g's input and its nine outputs
-    buffalo_l/w600k_r50.onnx    an IResNet-50 (insightface layout, 512-d)
-    res34_fair_align_multi_7_20190809.pt   FairFace's ResNet-34 state dict (18 outputs)
-    verification/{lfw,cfp_fp,agedb_30,calfw,cplfw}.bin   insightface ``.bin`` pairs
-    IJBC/meta/ijbc_*.txt, IJBC/loose_crop/*.jpg           insightface's IJB-C layout
-    standins.json               what was built, with sizes and seeds
-
-``size="tiny"`` builds the same files with small widths (the test loads each through the real loaders, so
-this builder cannot drift from them). Random weights prove shapes, formats, memory and speed, not quality.
-Each part is built in a temporary name and renamed, so an interrupted build resumes part by part.
+Design: docs/design.md#the-rehearsal-stand-ins.
 """
 
 from __future__ import annotations

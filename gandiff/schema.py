@@ -8,6 +8,7 @@ message names the full key, the bad value and what would be right.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,23 @@ from gandiff.errors import UserError
 
 class ConfigError(UserError, ValueError):
     """A config value that breaks a rule; the message is one line meant for the user."""
+
+
+def plain(node: Any, key: str | None = None) -> Any:
+    """Plain Python values (dicts, lists, scalars) for a config node, interpolations resolved.
+
+    ``node`` is an OmegaConf node (``key``, dotted, selects inside it; ``???`` there raises) or a typed
+    settings dataclass (``ctx.settings.identity``); anything else comes back as it is.
+    """
+    from omegaconf import OmegaConf
+
+    if key is not None:
+        node = OmegaConf.select(node, key, throw_on_missing=True)
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return dataclasses.asdict(node)
+    return node
 
 
 def require(ok: bool, key: str, value: Any, rule: str) -> None:

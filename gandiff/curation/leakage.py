@@ -1,26 +1,12 @@
 """Identity-leakage audit: are synthetic identities (or images) too close to real people?
 
-A generator trained on real faces can reproduce one (the concern raised for GAN and diffusion face
-datasets, e.g. DCFace, Kim et al. CVPR 2023; "Synthetic data for face recognition", Melzi et al. 2024).
-The audit compares every synthetic face embedding with a reference gallery of real faces and flags
-pairs whose cosine similarity passes a threshold tied to a false-match rate (FMR): at that threshold
-only a fraction ``fmr`` of pairs of *different* real people would match, so a synthetic face above it is as
-close to a real person as the embedder's own "same person" decisions allow.
+A generator trained on real faces can reproduce one (DCFace, Kim et al. CVPR 2023). Every synthetic face
+embedding is compared with a gallery of real faces, and pairs whose cosine similarity passes a threshold tied
+to a false-match rate ``fmr`` are flagged: ``threshold`` from config, else the lowest value at which at most
+``fmr`` of the gallery's own non-mated pairs match. A gallery is an ``.npz`` (``embeddings`` (G, D), ``ids``
+(G,); ``python -m gandiff.curation.leakage embed FOLDER OUT.npz``, with the *same* embedder) or a photo folder.
 
-The threshold comes from, in order of preference:
-
-- ``threshold``: a value read from a threshold table for the embedder (e.g. the FMR=1e-4 threshold
-  published for a model on IJB-C), given in config;
-- the non-mated score distribution of the gallery itself: all pairs of gallery faces with different
-  identity ids; the threshold is the lowest value at which at most ``fmr`` of those pairs match. A gallery
-  with fewer than ``1 / fmr`` non-mated pairs cannot resolve that FMR: the threshold is then just above the
-  highest non-mated score (which only bounds the FMR at ``1 / pairs``) and a warning says so.
-
-Galleries: a ``.npz`` with ``embeddings`` (G, D) float32 L2-normalised and ``ids`` (G,) str (made by
-``python -m gandiff.curation.leakage embed FOLDER OUT.npz`` or by any other tool with the *same*
-embedder); or a folder of photos: ``<folder>/<identity>/<image>`` (one identity per sub-folder, largest
-face of each photo) or flat ``<folder>/<image>`` (every detected face is its own identity,
-``<file stem>#<k>``, e.g. a group photo).
+Design: docs/design.md#leakage-audit.
 """
 
 from __future__ import annotations

@@ -1,31 +1,12 @@
 """Head pose (yaw, pitch, roll) from the detector's five landmarks, calibrated to the detector.
 
-Model. A mean face of five 3D points (:data:`FACE_3D`) under a scaled orthographic camera: roll is the
-angle of the eye line; yaw and pitch are found by fitting the projection of the rotated mean face (after
-the best scale) to the roll-corrected landmarks, over a 2 degree grid (yaw in [-90, 90], pitch in
-[-60, 60]) refined to 0.25 degree. A projection is linear in five pose terms (see ``_coefficients``), so a
-whole batch of faces is fitted against the whole grid with a few small matrix products.
+A mean face of five 3D points under a scaled orthographic camera is fitted to the landmarks over a yaw /
+pitch grid (batched as a few matrix products). The mean face's frontal layout is the detector's own
+(:data:`YUNET_FRONTAL`, measured on YuNet's landmarks of frontal portraits): fitted against the ArcFace
+template instead, YuNet's frontal faces read as looking down by about 20 degrees. Coarse (a few degrees near
+frontal): enough to describe and filter a dataset's pose spread, not to measure a head pose.
 
-Why calibrated. Pitch is read from where the nose tip and mouth corners sit between the eyes and the
-chin, and detectors place those points differently: YuNet's mouth corners are 0.96 inter-ocular
-distances (IOD) below the eye line on frontal portraits and its nose tip 0.55 IOD, while the ArcFace
-112x112 template (the reference first used here) has them at 1.16 and 0.57 IOD. Fitted against the
-ArcFace template, YuNet landmarks of frontal faces read as looking down by about 20 degrees (Grace
-Hopper -23, Tom Hanks -21). So the mean face's frontal (x, y) layout is the detector's own:
-:data:`YUNET_FRONTAL` is :func:`frontal_layout` of YuNet's landmarks (``conf/face/offline.yaml``: the
-int8 OpenCV-Zoo model at 640x640) on the three frontal portraits shipped in the installed packages
-(scikit-image's astronaut, matplotlib's Grace Hopper, insightface's Tom Hanks) and their mirror images.
-"Pitch 0" therefore means "as frontal as a portrait photographed at eye level", and faces differ from
-the mean by a few degrees (nose length and lip position vary between people); other detectors (SCRFD,
-MTCNN) place the nose and mouth differently again, so with them pitch is offset by several degrees
-unless a layout measured on their landmarks is passed (``face_model_3d(frontal_layout(...))``).
-
-Depths (z, towards the camera, in IOD) are typical anthropometric ratios, not measured: nose tip
-0.5 IOD in front of the eye plane, mouth corners 0.15 IOD (Farkas, "Anthropometry of the head and
-face", 1994, rounded). They set how far the nose moves per degree, i.e. the scale of yaw and pitch.
-
-Five points and a mean face make this coarse: a few degrees near frontal, worse beyond ~60 degrees of
-yaw. Enough to describe and filter a dataset's pose spread, not to measure a head pose.
+Design: docs/design.md#head-pose-from-five-landmarks.
 """
 
 from __future__ import annotations

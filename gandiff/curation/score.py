@@ -1,30 +1,12 @@
 """Scoring: measure every generated face once, so that selection never needs a model again.
 
-For each generated image: detection (how many faces, the chosen face's score, size and five landmarks),
-the ArcFace-aligned 112x112 crop, its embedding, and from those
+For each generated image: detection, the ArcFace-aligned 112x112 crop, its embedding, and from those
+``anchor_sim`` (kept its identity?), ``centroid_sim`` (to the leave-one-out centroid of its class),
+``other_sim`` / ``other_id`` (drifted into another identity?), head pose, ``sharpness``, a heuristic
+``quality`` (detector score times focus, not a learned quality model) and attributes (cut from the original
+image and the five landmarks). Several faces: the largest is scored and ``n_faces`` counts them.
 
-- ``anchor_sim``: cosine similarity to the identity's anchor (the GAN face DreamBooth learned): did the
-  diffusion model keep the identity? (GANDiffFace, Melzi et al. 2023, filters on this.)
-- ``centroid_sim``: to the *leave-one-out* centroid of the identity's other generated faces: is this image
-  consistent with the rest of its class? Leaving the image out matters: with a few images per identity an
-  image would otherwise be compared mostly with itself.
-- ``other_sim`` / ``other_id``: the highest similarity to any *other* identity's anchor, and which one:
-  did the image drift into another identity (a label-noise source for training)? Anchors, not other
-  centroids, so that each shard (a set of identities) can score on its own.
-- ``yaw``, ``pitch``, ``roll``: head pose from the five landmarks, calibrated to YuNet's landmarks
-  (``gandiff.curation.pose``).
-- ``sharpness``: variance of the Laplacian of the grey aligned crop (Pech-Pacheco et al. 2000).
-- ``quality``: ``det_score * tanh(sharpness / sharpness_ref)``. An honest heuristic proxy — detector
-  confidence times focus — not a learned face-image-quality model (SER-FIQ, CR-FIQA, SDD-FIQA need
-  their own networks, and SFace returns normalised embeddings, so embedding-norm quality as in
-  AdaFace/MagFace is not available). It is calibrated for nothing; use it to rank and to cut the worst.
-- attributes (gender, age, race where the classifier gives it): the classifier gets the original image and
-  the face's five landmarks and cuts its own chip (the age-gender and FairFace models were trained on dlib
-  chips, which show more of the head than the 112x112 ArcFace crop; fed that crop they would see black
-  borders where the chip reaches outside it).
-
-When an image has several faces the largest is scored (the subject; a prompt asks for one person) and
-``n_faces`` records how many there were, so selection can reject the image.
+Design: docs/design.md#scoring-generated-faces.
 """
 
 from __future__ import annotations

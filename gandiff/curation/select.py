@@ -1,23 +1,12 @@
 """Selection: which scored images make the dataset. Pure functions over the scores table; no model runs.
 
-Scoring (``score.py``, the ``curate`` stage) measures every generated image once; everything here reads
-only those measurements, so a sweep over thresholds, caps or balance re-runs in seconds
-(``gandiff export -m curation.min_anchor_similarity=0.3,0.4,0.5`` gives one dataset folder per value).
+Everything reads only the measurements ``score.py`` made, so a sweep over thresholds, caps or balance re-runs
+in seconds. Steps, each rejection counted under its reason: (1) image filters (faces, detector score, size,
+similarity to the own anchor / centroid / other anchors, quality, pose, leakage); (2) per identity: below
+``min_images`` dropped, above ``max_images`` capped with spread over the prompt families; (3) demographic
+balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order.
 
-The steps, in order (each rejection is counted under its reason):
-
-1. image filters: readable, one face (``max_faces``), detector score, face size, similarity to the
-   identity's own anchor (DreamBooth kept the identity) and to the leave-one-out centroid of its images,
-   similarity to every other identity's anchor (it did not drift into another identity), quality, pose,
-   and the leakage audit when it drops images;
-2. per identity: fewer than ``min_images`` left -> identity dropped; more than ``max_images`` -> capped,
-   preferring spread over the prompt families (GANDiffFace's point is intra-class variation: a cap that
-   kept 50 "smiling, in a park" images would undo it);
-3. demographic balance: the identity stage sampled until its demographic target was met, so its output
-   distribution over ``balance_attributes`` *is* the target. Curation drops identities unevenly (some
-   groups fail detection or identity consistency more often), so identities of over-represented cells are
-   dropped until every cell's share is back at that target (within ``balance_tolerance``);
-4. labels 0..C-1 in sorted identity-id order.
+Design: docs/design.md#selection.
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
 """The ``curate`` stage: score every generated image (the only curation step that runs models).
 
-Why scoring and selection are two stages. Scoring is the expensive part (detection, alignment,
-embedding, attributes: every model) and depends only on the face models and the images; selection
-(thresholds, caps, balance, leakage) is arithmetic over the scores. So ``curate`` has config keys
-``face``, ``attributes`` and ``curation.detect_size`` only (the detector's input size for the generated
-images), and the ``export`` stage (config keys ``curation`` and ``export``) selects
-from ``scores.parquet`` and writes the dataset. A sweep over curation thresholds then shares one
-``curate/<key>/`` folder and gets one ``export/<key>/`` dataset per setting, in seconds, with no model run.
+Scoring (every model) and selection (arithmetic over the scores, the ``export`` stage) are two stages, so a
+sweep over curation thresholds shares one ``curate/<key>/`` folder (config keys ``face``, ``attributes``,
+``curation.detect_size``) and gets one ``export/<key>/`` per setting. Items are identities; each writes
+``crops/<id>/``, ``embeddings/<id>.npy`` and one row per image; the merge writes ``scores.parquet`` and
+``embeddings.npy`` in the same row order. Unreadable and faceless images are kept as rows with their status.
 
-Items are identities (shardable with ``shard.index/count`` like every stage): one item scores all of an
-identity's generated images (detection in batches of ``face.batch_size``, embedding in batches), writes
-their aligned crops ``crops/<id>/<image_id>.png`` and their embeddings ``embeddings/<id>.npy`` (rows in the
-identity's image order; zero rows where no face was found), and records one row per image. Attributes are
-estimated from each generated image and its face's five landmarks (the classifiers cut their own dlib
-chip; see ``gandiff.face.attributes``), not from the 112 crop. The merge
-writes ``scores.parquet`` (one row per generated image, in (id, image_id) order) and ``embeddings.npy``
-(N, D) in the same row order (``embedding_row`` = row index; the leakage audit reads it).
-
-Unreadable images are skipped and counted (``status = "unreadable"`` with the error); images with no face
-have ``status = "no_face"``; an identity with no generated image at all still gets its (empty) item, so that
-selection reports it as dropped rather than forgetting it.
+Design: docs/design.md#the-curate-stage.
 """
 
 from __future__ import annotations
@@ -82,6 +69,7 @@ def build_detector(detector_cfg: Any, detect_size: int | None) -> Any:
 class CurateStage(Stage):
     name = "curate"
     upstream = ("generate", "identities")
+    example = "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5"
     config_keys = ("face", "attributes", "curation.detect_size")
     # Speed only (batch sizes; results do not depend on them); match_threshold is not used to score
     # (selection thresholds live in ``curation``).

@@ -1,18 +1,13 @@
 """Hugging Face ``imagefolder`` layout: image files plus one ``metadata.csv`` that ``datasets`` reads.
 
-Layout (``datasets.load_dataset("imagefolder", data_dir=<root>)`` gives one ``train`` split whose rows
-carry every metadata column, ``label`` included)::
-
     <root>/train/metadata.csv                 file_name,label,identity,image_id,<attributes...>
     <root>/train/<identity>/<image_id>.png
 
-``file_name`` is relative to the metadata file (the ``datasets`` convention). ``label`` is written as an
-integer column: with a metadata file present ``datasets`` does not infer labels from folder names, so the
-label must be in the table. Originals, when exported, live *outside* the data folder (``datasets`` would
-otherwise list them as more images) and are named in an ``original_path`` column relative to ``<root>/..``.
+``label`` is an integer column (with a metadata file ``datasets`` does not infer labels from folders);
+originals live outside the data folder. A plain ``<class>/<image>`` tree without ``metadata.csv`` is read
+with labels by sorted folder name, as ``torchvision.datasets.ImageFolder`` does.
 
-Without ``metadata.csv`` (a plain ``<class>/<image>`` tree such as an unpacked CASIA-WebFace) the reader
-assigns labels by sorted folder name, as ``torchvision.datasets.ImageFolder`` does.
+Design: docs/design.md#image-folders.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """One reader API over every dataset format gandiff writes (and the same formats made by others).
 
-``open_dataset(path)`` finds the format and returns a ``FaceDataset``: ``len(ds)``, ``ds[i]`` ->
-``Sample(image (H, W, 3) uint8 RGB, label, identity, metadata)``, ``ds.num_classes``, ``ds.labels``
-((N,) int64, without decoding any image) and ``ds.identities`` (label -> identity id). Training
-(DataModule) and evaluation build on this; the class is picklable for DataLoader workers.
+``open_dataset(path)`` finds the format and returns a picklable ``FaceDataset``: ``len(ds)``, ``ds[i]`` ->
+``Sample(image (H, W, 3) uint8 RGB, label, identity, metadata)``, ``num_classes``, ``labels`` ((N,) int64,
+no image decoded) and ``identities``. ``path`` may be a gandiff export folder, insightface RecordIO (a folder
+with ``train.rec`` + ``train.idx``, or the ``.rec``), an imagefolder tree (with or without ``metadata.csv``)
+or WebDataset shards. Training and evaluation build on it.
 
-What ``path`` may be:
-
-- a gandiff export folder (``export/<key>/``): the first of ``recordio/``, ``imagefolder/``, ``webdataset/``
-  present (or the one ``format=`` names);
-- insightface RecordIO: a folder holding ``train.rec`` + ``train.idx``, or the ``.rec`` file itself
-  (CASIA-WebFace ``faces_webface_112x112``, MS1MV2, Glint360K ...);
-- an imagefolder tree: with ``metadata.csv`` (gandiff / Hugging Face) or a plain ``<class>/<image>`` tree;
-- WebDataset: a folder of ``.tar`` shards or one ``.tar``.
+Design: docs/design.md#dataset-readers.
 """
 
 from __future__ import annotations

@@ -1,32 +1,12 @@
 """insightface RecordIO (``train.rec`` / ``train.idx`` / ``property``), written and read without mxnet.
 
-The layout is the one every insightface training set (MS1MV2/3, Glint360K, WebFace, CASIA-WebFace
-``faces_webface_112x112``) ships in, and the one arcface_torch's ``MXFaceDataset`` reads:
+The layout every insightface training set ships in (MS1MV2/3, Glint360K, CASIA-WebFace) and arcface_torch's
+``MXFaceDataset`` reads: a dmlc RecordIO stream of ``IRHeader`` + image payloads (records split at an embedded
+magic word, as dmlc-core does), a text index, key 0 a header record, one record per identity after the images
+(insightface's ``RecBuilder`` order). ``RecordIOReader`` reads both header conventions arcface_torch accepts and
+array labels. PNG by default, so a round trip is exact.
 
-- ``train.rec`` is a dmlc RecordIO stream. Each record is written as one or more *parts*:
-  ``uint32 magic (0xced7230a) | uint32 lrecord | payload | zero padding to 4 bytes``, where
-  ``lrecord = (cflag << 29) | length``. A payload that itself contains the magic word at a 4-byte aligned
-  offset is split there (cflag 1 = first part, 2 = middle, 3 = last; 0 = whole record) and the magic word is
-  dropped from the stream; the reader puts it back (dmlc-core ``src/recordio.cc``, ``WriteRecord`` /
-  ``NextRecord``). JPEG or PNG payloads hit this rarely, but they do, so the split is implemented here too.
-- a payload is ``IRHeader`` packed as ``struct 'IfQQ'`` (``flag`` uint32, ``label`` float32, ``id`` uint64,
-  ``id2`` uint64; 24 bytes, native little-endian), then ``flag`` float32 labels when ``flag > 0`` (the
-  ``label`` field is then 0), then the encoded image bytes (mxnet ``recordio.pack`` / ``unpack``).
-- ``train.idx`` is text, one ``"<key>\\t<byte offset of the record in train.rec>\\n"`` per record, written
-  in the order the records were written (mxnet ``MXIndexedRecordIO.write_idx``).
-- Key 0 is a header record: ``IRHeader(flag=2, label=0, id=0, id2=1)`` + float32 ``[first_identity_key,
-  end_key]``. Keys ``1 .. N`` are images (``flag=0``, ``label=<class>``, ``id=<key>``); keys ``N+1 .. N+C``
-  are one record per identity (``flag=2``, float32 ``[first_image_key, end_image_key)``, empty payload).
-  Records are written images first, identity records next, header last — insightface
-  ``recognition/common/rec_builder.py`` ``RecBuilder`` (so key 0 is the *last* line of ``train.idx``).
-- ``property`` is ``"<num_classes>,<height>,<width>\\n"``.
-
-arcface_torch reads key 0; when its ``flag > 0`` the images are keys ``1 .. label[0]-1``, otherwise every key
-in ``train.idx`` is an image. ``RecordIOReader`` handles both, and image labels stored as an array
-(``flag > 0`` on an image record; the first value is the class), as some public sets do.
-
-Images are whatever the bytes encode (JPEG in the public sets, PNG here by default so that a round trip
-is exact); they are standard encoded images, decoded to RGB here as ``mx.image.imdecode`` does.
+Design: docs/design.md#recordio.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The ``export`` stage: select from the curate stage's scores, audit leakage, write the dataset and its card.
 
-Config keys ``curation`` and ``export``: this stage decides *which* images (``gandiff.curation.select``,
-pure arithmetic over ``scores.parquet``) and *how* they are stored. It runs no model, except to embed a
-leakage gallery given as a folder of photos (an ``.npz`` gallery needs none), so a sweep over thresholds
-takes seconds per setting and each setting lands in its own ``export/<key>/`` folder, named in ``tag.txt``.
+Config keys ``curation`` and ``export``: which images (``gandiff.curation.select``, arithmetic over
+``scores.parquet``) and how they are stored; no model runs except to embed a photo-folder leakage gallery, so a
+threshold sweep takes seconds per setting, each in its own ``export/<key>/`` (named in ``tag.txt``). Items:
+``selection``, one per format in ``export.formats``, and ``card`` (``README.md``). An empty selection is an
+outcome, not an error: the card says why and ``open_dataset`` raises ``EmptyDatasetError`` with the reason.
 
-Items (each resumable on its own): ``selection`` (``selection.parquet``: every scored image with
-``selected``, ``reason`` and ``label``; ``leakage.json``; ``tag.txt``; ``dataset.json``), one per format in
-``export.formats`` (``imagefolder/``, ``recordio/``, ``webdataset/``), and ``card`` (``README.md``).
-
-An empty selection is not an error: the demo's untrained diffusion model makes noise, curation rightly
-rejects all of it, and the run should still reach the report. The stage then writes no dataset files,
-``dataset.json`` says ``empty: true`` with the reason, the card explains, the counts carry ``empty: true``,
-and ``open_dataset`` on the folder raises ``EmptyDatasetError`` with that reason.
+Design: docs/design.md#the-export-stage.
 """
 
 from __future__ import annotations
@@ -72,6 +66,7 @@ def claim_folder(path: Path, fingerprint: str, tag: str) -> None:
 class ExportStage(Stage):
     name = "export"
     upstream = ("curate", "identities", "generate")
+    example = "gandiff export 'export.formats=[recordio]'"
     config_keys = ("curation", "export")
     # export.publish_dir stays in the key: a finished stage is skipped before merge, so a new destination
     # must mean a new (cheap) run for the copy to happen.

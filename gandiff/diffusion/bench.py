@@ -53,7 +53,8 @@ def bench_dreambooth(
 
     from diffusers import DDPMScheduler
 
-    from gandiff.diffusion.dreambooth import ClassData, DreamBoothModule, IdentityData, StepBatches
+    from gandiff.diffusion.dreambooth import ClassData, DreamBoothModule, GroupNetworks, IdentityData, StepBatches
+    from gandiff.diffusion.schema import DreamBoothConfig
     from gandiff.diffusion.multi_lora import MultiLoRA
 
     f = comps.vae_scale_factor
@@ -86,14 +87,10 @@ def bench_dreambooth(
         lora = MultiLoRA(comps.unet, k, rank)
         try:
             module = DreamBoothModule(
-                comps.unet,
+                GroupNetworks(comps.unet, k, lora.parameters(), lora),
                 sched.alphas_cumprod,
                 "epsilon",
-                k,
-                lora.parameters(),
-                lora,
-                max_steps=warmup + steps,
-                gradient_checkpointing=gradient_checkpointing,
+                DreamBoothConfig(steps=warmup + steps, gradient_checkpointing=gradient_checkpointing),
             )
             module.to(comps.device)
             opt = module.configure_optimizers()["optimizer"]

@@ -1,22 +1,12 @@
 """Prompt families taught through captions: accessories and backgrounds drawn onto training faces.
 
-The miniature model's CLIP text encoder knows only the words of its captions, so a prompt family exists
-for it only if its training images show it with the word in the caption. The DCGAN's faces have no
-controllable accessories or backgrounds, so these are rendered onto them, placed from YuNet's five
-landmarks (``LANDMARK_NAMES`` order) in the face's own frame: ``c`` the eyes' midpoint, ``d`` the
-inter-ocular distance, ``u`` the unit vector from the image-left eye to the image-right eye, ``v`` its
-perpendicular towards the mouth. A point ``(a, b)`` of the recipes below is ``c + d * (a * u + b * v)``.
+The miniature model's text encoder knows only its captions' words, so a prompt family exists for it only if
+its training images show it with the word in the caption. Glasses, sunglasses, hats, face masks and blue /
+green / white backgrounds are drawn onto the DCGAN faces, placed from YuNet's five landmarks in the face's own
+frame, anti-aliased at 4x; each shade comes from the ``rng`` passed in, so a dataset is a function of its
+seed. The measured effect of each word: :mod:`gandiff.diffusion.prompt_effects`.
 
-- accessories: "wearing glasses" (dark frame rings and bridge), "wearing sunglasses" (filled dark
-  lenses), "wearing a hat" (a saturated crown and brim above the brow), "wearing a face mask" (a pale
-  mask from the nose to the chin, with straps);
-- backgrounds: "blue / green / white background": the pixels outside a feathered head ellipse are
-  replaced by a shaded colour field.
-
-Everything is drawn at 4x on a canvas with anti-aliased OpenCV primitives and area-downsampled, so the
-edges are as soft as the faces'. Each recipe's random shade comes from the ``rng`` passed in (the dataset's
-seeded generator), so a dataset is a function of its seed. The measured counterpart of each word is in
-:mod:`gandiff.diffusion.prompt_effects`.
+Design: docs/design.md#caption-augmentation.
 """
 
 from __future__ import annotations

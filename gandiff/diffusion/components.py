@@ -1,15 +1,11 @@
-"""Stable Diffusion components: loaded once per process, or built tiny from config for tests and the demo.
+"""Stable Diffusion components: loaded once per process, or built tiny from config for tests.
 
-Everything downstream (DreamBooth, generation) takes a :class:`Components`: tokenizer, CLIP text
-encoder, VAE, UNet and the base model's scheduler config. ``load_components`` reads any
-``StableDiffusionPipeline``-compatible model (SD 1.5, SD 2.1, a local diffusers folder or a hub id)
-through ``diffusers``' own loader, so the tiny model the demo builds and real weights take the same path.
-
-Built-in bases (``builtin:<name>``) are made from code on first use into a cache folder and then
-loaded from there like any diffusers folder: ``builtin:tiny-sd`` (random weights, 64x64 images, used
-by the tests; it renders noise). The demo's base is a trained folder that ships in the package,
-``gandiff/assets/miniature_sd`` (see ``gandiff.diffusion.miniature``). ``build_sd15_random_components`` builds SD 1.5-sized
-modules with random weights in memory, for GPU throughput checks without a download.
+Everything downstream (DreamBooth, generation) takes a :class:`Components`: tokenizer, CLIP text encoder, VAE,
+UNet and the base model's scheduler config. ``load_components`` reads any ``StableDiffusionPipeline``-compatible
+model (SD 1.5, SD 2.1, a local folder, fp16-variant folders, a hub id) through ``diffusers``' own loader, so the
+demo's base (``gandiff/assets/miniature_sd``, a trained folder that ships in the package) and real weights take
+the same path. ``builtin:tiny-sd`` (random weights, 64x64, for tests; it renders noise) is built from code into
+a cache folder on first use; ``build_sd15_random_components`` builds SD 1.5-sized random modules in memory.
 """
 
 from __future__ import annotations

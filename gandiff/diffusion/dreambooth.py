@@ -1,23 +1,13 @@
 """DreamBooth (Ruiz et al., CVPR 2023) for many identities at once: LoRA per identity, or a full fine-tune.
 
-DreamBooth binds a rare token to a subject by fine-tuning on a few of its images with the prompt
-"a photo of sks person", and keeps the class prior with *prior preservation*: images the base model
-itself generated from "a photo of a person" are trained on at the same time, so that
+DreamBooth binds a rare token to a subject ("a photo of sks person") and keeps the class prior with prior
+preservation (Ruiz et al. eq. 2, as diffusers' ``train_dreambooth_lora.py`` computes it). Here K identities
+share one batch, each sample through its own LoRA (:mod:`gandiff.diffusion.multi_lora`), and the loss is the
+sum of each identity's own loss, so each adapter gets exactly the gradient it would get alone. Every random
+draw of a step is seeded by (identity seed, step) on the CPU: an identity's training does not depend on its
+batch mates, the device, or a resume.
 
-    loss = || eps - eps_theta(z_t, t, c_instance) ||^2 + prior_weight * || eps - eps_theta(z'_t, t', c_class) ||^2
-
-(Ruiz et al. eq. 2; diffusers' ``train_dreambooth_lora.py`` computes it the same way on a batch made
-of instance and class halves). GANDiffFace trains one such model per GAN identity.
-
-Here K identities share one batch: sample n goes through its identity's LoRA adapter
-(:mod:`gandiff.diffusion.multi_lora`), and the loss is the *sum* over identities of each identity's own
-DreamBooth loss, so each adapter gets exactly the gradient it would get if trained alone. Class images
-are generated once per class prompt and shared by all identities; VAE latents (of both the image and
-its mirror, for flip augmentation) and text embeddings are computed once per process.
-
-Every random draw of a training step (instance image, flip, latent sample, noise, timestep, class image)
-comes from a generator seeded by (identity seed, step), on the CPU: an identity's training samples do
-not depend on which identities share its batch, on the device, or on a resume.
+Design: docs/design.md#dreambooth.
 """
 
 from __future__ import annotations
@@ -38,7 +28,8 @@ from PIL import Image
 from gandiff.diffusion.components import Components
 from gandiff.diffusion.multi_lora import TEXT_TARGETS, UNET_TARGETS, MultiLoRA
 from gandiff.diffusion.prompts import item_seed
-from gandiff.diffusion.schema import LR_SCHEDULERS
+from gandiff.diffusion.backend import final_loss  # noqa: F401 - re-exported
+from gandiff.diffusion.schema import LR_SCHEDULERS, DreamBoothConfig, dreambooth_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -334,52 +325,48 @@ def clip_grad_norm_per_adapter(params: Sequence[torch.nn.Parameter], max_norm: f
 # --------------------------------------------------------------------------------------------- module
 
 
-class DreamBoothModule(L.LightningModule):
-    """DreamBooth over a group of identities: multi-identity LoRA (``unet_lora`` set) or a full fine-tune.
+@dataclasses.dataclass
+class GroupNetworks:
+    """The networks one group trains, already on their device with their adapters attached."""
 
-    The networks are injected (already on their device, adapters attached); the module only owns the
-    loss, the optimizer and the schedule. ``losses`` collects each step's per-identity loss (K,).
+    unet: torch.nn.Module
+    num_identities: int  # K
+    trainable: Sequence[torch.nn.Parameter]  # what the optimizer steps: the adapters' (K, ...) stacks, or whole modules
+    unet_lora: MultiLoRA | None = None  # None: a full fine-tune
+    text_encoder: torch.nn.Module | None = None  # set when the text encoder trains (batches carry token ids)
+    text_lora: MultiLoRA | None = None
+
+
+class DreamBoothModule(L.LightningModule):
+    """DreamBooth over a group of identities: multi-identity LoRA (``nets.unet_lora`` set) or a full fine-tune.
+
+    The networks are injected; the module owns the loss, the optimizer and the schedule, set by ``settings``
+    (the typed ``dreambooth`` group: learning rate by mode when null, schedule, warm-up, steps, weight decay,
+    clipping, optimizer, gradient checkpointing). ``losses`` collects each step's per-identity loss (K,).
     """
 
     def __init__(
         self,
-        unet: torch.nn.Module,
+        nets: GroupNetworks,
         alphas_cumprod: torch.Tensor,
         prediction_type: str,
-        num_identities: int,
-        trainable: Sequence[torch.nn.Parameter],
-        unet_lora: MultiLoRA | None = None,
-        text_encoder: torch.nn.Module | None = None,
-        text_lora: MultiLoRA | None = None,
-        learning_rate: float = 1e-4,
-        lr_scheduler: str = "constant",
-        lr_warmup_steps: int = 0,
-        max_steps: int = 800,
-        weight_decay: float = 1e-2,
-        max_grad_norm: float = 1.0,
-        optimizer: str = "adamw",
-        gradient_checkpointing: bool = False,
+        settings: DreamBoothConfig,
         identity: IdentityTerm | None = None,
     ):
         super().__init__()
         self.identity = identity
-        self.unet = unet
-        self.text_encoder = text_encoder
+        self.unet = nets.unet
+        self.text_encoder = nets.text_encoder
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
         self.prediction_type = prediction_type
-        self.num_identities = num_identities
-        self.trainable = list(trainable)
-        self.unet_lora, self.text_lora = unet_lora, text_lora
-        self.lr, self.lr_scheduler, self.warmup, self.max_steps = (
-            learning_rate,
-            lr_scheduler,
-            lr_warmup_steps,
-            max_steps,
-        )
-        self.weight_decay, self.max_grad_norm, self.optimizer_name = weight_decay, max_grad_norm, optimizer
+        self.num_identities = nets.num_identities
+        self.trainable = list(nets.trainable)
+        self.unet_lora, self.text_lora = nets.unet_lora, nets.text_lora
+        self.settings = settings
+        self.lr = dreambooth_learning_rate(settings.mode, settings.learning_rate)
         self.losses: list[torch.Tensor] = []
-        if gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
+        if settings.gradient_checkpointing:
+            nets.unet.enable_gradient_checkpointing()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, per_identity = dreambooth_loss(
@@ -397,33 +384,33 @@ class DreamBoothModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        if self.optimizer_name == "adamw8bit":
+        s = self.settings
+        if s.optimizer == "adamw8bit":
             try:
                 import bitsandbytes as bnb
             except ImportError as e:
                 raise ImportError(
                     "dreambooth.optimizer=adamw8bit needs bitsandbytes (pip install 'gandiff[gpu]')"
                 ) from e
-            opt = bnb.optim.AdamW8bit(self.trainable, lr=self.lr, weight_decay=self.weight_decay)
+            opt = bnb.optim.AdamW8bit(self.trainable, lr=self.lr, weight_decay=s.weight_decay)
         else:
             # AdamW is elementwise: adapter k's slice of a stacked parameter updates as if alone.
             opt = torch.optim.AdamW(
-                self.trainable, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=self.weight_decay
+                self.trainable, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=s.weight_decay
             )
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(self.lr_scheduler, self.warmup, self.max_steps)
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.lr_scheduler, s.lr_warmup_steps, s.steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
     ) -> None:
-        if self.max_grad_norm <= 0:
+        max_norm = self.settings.max_grad_norm
+        if max_norm <= 0:
             return
         if self.unet_lora is None:  # full fine-tune: one identity, the ordinary global norm
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
         else:
-            clip_grad_norm_per_adapter(self.trainable, self.max_grad_norm)
+            clip_grad_norm_per_adapter(self.trainable, max_norm)
 
     def loss_curve(self) -> np.ndarray:
         """(steps, K) per-identity losses."""
@@ -461,29 +448,6 @@ def lr_lambda(kind: str, warmup: int, total: int) -> Any:
 
 
 @dataclasses.dataclass
-class TrainSettings:
-    """Plain values from ``dreambooth.*`` (see gandiff/diffusion/schema.py)."""
-
-    mode: str = "lora"
-    rank: int = 4
-    lora_alpha: float | None = None
-    train_text_encoder: bool = False
-    steps: int = 800
-    learning_rate: float = 1e-4
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    optimizer: str = "adamw"
-    gradient_checkpointing: bool = False
-    prior_weight: float = 1.0
-    flip: float = 0.5
-    batch_size: int = 1  # samples per identity per step
-    identity_loss: float = 0.0  # weight of the identity term (0: off); needs an embedder in train_group
-    identity_max_timestep: int = 1000  # the term acts on samples with t below this
-
-
-@dataclasses.dataclass
 class GroupResult:
     losses: np.ndarray  # (steps, K)
     unet_lora: MultiLoRA | None  # still attached: save the adapters, then detach
@@ -501,11 +465,11 @@ def train_group(
     comps: Components,
     identities: Sequence[IdentityData],
     classes: dict[str, ClassData],
-    settings: TrainSettings,
-    text_encoder_trained: bool,
+    settings: DreamBoothConfig,
     identity_embedder: torch.nn.Module | None = None,
 ) -> GroupResult:
-    """Train one group of identities (LoRA: any K; full: K = 1) with a Lightning Trainer.
+    """Train one group of identities (LoRA: any K; full: K = 1) with a Lightning Trainer, as ``settings`` (the
+    typed ``dreambooth`` group) says.
 
     In LoRA mode the adapters stay attached on return (the caller saves them and calls ``detach``).
     In full mode the trained weights are returned and the base weights restored.
@@ -513,6 +477,7 @@ def train_group(
     ``settings.identity_loss > 0``; each identity then carries ``crop_theta`` and ``anchor_embedding``).
     """
     s = settings
+    text_encoder_trained = s.train_text_encoder
     k = len(identities)
     if s.mode == "full" and k != 1:
         raise ValueError(f"full fine-tune trains one identity at a time, got {k}")
@@ -545,7 +510,7 @@ def train_group(
         noise_sched.config.num_train_timesteps,
         text,
         s.identity_max_timestep if identity is not None else None,
-        s.batch_size,
+        s.train_batch_size,
     )
 
     unet_lora = text_lora = None
@@ -570,25 +535,9 @@ def train_group(
             # fp32 master weights: AdamW steps of ~1e-6 vanish in bf16 weights (mixed precision autocasts).
             m.float().requires_grad_(True)
             trainable += list(m.parameters())
-    module = DreamBoothModule(
-        comps.unet,
-        noise_sched.alphas_cumprod,
-        noise_sched.config.prediction_type,
-        k,
-        trainable,
-        unet_lora,
-        comps.text_encoder if text_encoder_trained else None,
-        text_lora,
-        s.learning_rate,
-        s.lr_scheduler,
-        s.lr_warmup_steps,
-        s.steps,
-        s.weight_decay,
-        s.max_grad_norm,
-        s.optimizer,
-        s.gradient_checkpointing,
-        identity,
-    )
+    nets = GroupNetworks(comps.unet, k, trainable, unet_lora, comps.text_encoder if text_encoder_trained else None,
+                         text_lora)
+    module = DreamBoothModule(nets, noise_sched.alphas_cumprod, noise_sched.config.prediction_type, s, identity)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(
         logging.WARNING
     )  # one Trainer per group
@@ -640,9 +589,3 @@ def train_group(
                 m.to(comps.dtype).requires_grad_(False)
                 m.load_state_dict(backup[n])
     return GroupResult(losses, unet_lora, text_lora, full_state)
-
-
-def final_loss(curve: np.ndarray) -> float:
-    """The loss a curve ends at: the mean over its last 10% of steps (one step's loss is very noisy)."""
-    n = max(1, len(curve) // 10)
-    return float(np.mean(curve[-n:]))

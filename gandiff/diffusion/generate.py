@@ -10,12 +10,12 @@ float rounding: batched kernels may sum in another order).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from gandiff.diffusion.backend import RenderSpec  # noqa: F401 - re-exported
 from gandiff.diffusion.components import Components
 from gandiff.diffusion.multi_lora import MultiLoRA
 
@@ -37,16 +37,6 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     if name not in SCHEDULER_CLASSES:
         raise ValueError(f"generation.scheduler={name!r}: must be one of {', '.join(SCHEDULER_CLASSES)}")
     return getattr(diffusers, SCHEDULER_CLASSES[name]).from_config(base_config)
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderSpec:
-    """One image to render: its prompts, its seed, and its adapter slot (-1: the base model)."""
-
-    prompt: str
-    negative: str
-    seed: int
-    adapter: int = -1
 
 
 @torch.no_grad()

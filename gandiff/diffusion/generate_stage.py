@@ -1,26 +1,13 @@
 """The ``generate`` stage: prompted variations of every identity, reproducible image by image.
 
-Reads ``dreambooth/adapters.parquet`` (each identity's adapter, token and class noun). Writes:
+Reads ``dreambooth/adapters.parquet``; writes ``images/<id>/<image_id>.png`` and ``images.parquet`` (one row per
+image: prompt, per-family choices, seed, sampler, dtype, adapter hash, batch and position). Identities render in
+groups through the diffusion backend (``dreambooth.backend``), each batch mixing a group's identities, each
+sample through its own adapter; a damaged group is rendered again whole, so a resume makes the same batches.
+``generation.source=gan`` copies each identity's GAN images instead (the GAN-only baseline). ``replay(cfg,
+image_id)`` (``gandiff generate generation.replay=<image_id>``) renders an image again and compares pixels.
 
-    images/<id>/<image_id>.png      image_id = <id>_<nnnn>
-    images.parquet                  one row per image: image_id, id, prompt, negative_prompt, one
-                                    ``choice_<family>`` column per prompt family ("" = left out), seed,
-                                    scheduler, steps, guidance, resolution, dtype, adapter_sha256, path,
-                                    batch and position (which batch made it, where in that batch)
-
-Work goes in groups of ``identities_per_group`` identities (fixed chunks of this shard's list); a
-group's images are rendered in batches of ``batch_size`` that mix its identities, each sample through
-its own adapter. A group with any missing or damaged image is rendered again whole, so a resumed run
-makes exactly the batches an uninterrupted run makes.
-
-``generation.source=gan`` (the GAN-only baseline of GANDiffFace's comparisons, ``experiment=gan_only``)
-reads the identities stage instead: each identity's GAN images (anchor and variations) become its
-images, copied byte for byte, with an empty prompt; no diffusion model is loaded. Curation, export,
-training and evaluation then run on them as on diffusion images.
-
-Replay: ``replay(cfg, image_id)`` renders an image's batch again and compares pixels with the file.
-The CLI routes ``gandiff generate generation.replay=<image_id>`` there (the key is in ignore_keys: it
-does not change what the stage makes).
+Design: docs/design.md#the-generate-stage.
 """
 
 from __future__ import annotations
@@ -31,14 +18,9 @@ from typing import Any
 
 from gandiff.artifacts import read_table, save_image, select_shard, write_table
 from gandiff.pipeline import Stage, StageContext, StageError
+from gandiff.schema import plain
 
 log = logging.getLogger(__name__)
-
-
-def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def plan_identity(
@@ -107,6 +89,8 @@ def generation_source(cfg: Any) -> str:
 class GenerateStage(Stage):
     name = "generate"
     upstream = ("dreambooth",)  # the identities reach it through the adapters' manifest
+    example = ("gandiff generate generation.images_per_identity=64 prompts=neutral\n"
+               "              gandiff generate generation.replay=id_000003_0007   # re-render one image, same pixels")
     config_keys = ("prompts", "generation")
     # generation.replay makes nothing new. batch_size and identities_per_group are NOT here: they decide
     # which images share a batch, and batched float math rounds differently (off-by-one pixel values).
@@ -129,31 +113,31 @@ class GenerateStage(Stage):
     def process(self, ctx: StageContext, keys: list[str]) -> None:
         if generation_source(ctx.cfg) == "gan":
             return self._copy_gan_images(ctx, keys)
-        g = ctx.cfg.generation
+        settings = ctx.settings
+        g = settings.generation
         adapters = {r["id"]: r for r in read_table(ctx.input_dir("dreambooth") / "adapters.parquet")}
         mine = select_shard(list(adapters), ctx.shard_index, ctx.shard_count)
-        # A full fine-tune replaces the base weights: its identities render one at a time.
-        size = 1 if any(a["mode"] == "full" for a in adapters.values()) else int(g.identities_per_group)
+        renderer = GroupRenderer(settings, ctx.input_dir("dreambooth"))
+        size = renderer.backend.render_group_size({a["mode"] for a in adapters.values()}, g.identities_per_group)
         groups = [(i, mine[i : i + size]) for i in range(0, len(mine), size)]
         pending = set(keys)
         todo = [(i, grp) for i, grp in groups if pending & set(grp)]
-        renderer = GroupRenderer(ctx.cfg, ctx.input_dir("dreambooth"))
         shard = f"s{ctx.shard_index}of{ctx.shard_count}"
         for i, group in ctx.progress(todo, total=len(todo), desc="generate (groups)"):
             batches = plan_group(
                 group,
                 adapters,
-                _plain(ctx.cfg.prompts),
-                int(g.images_per_identity),
-                int(ctx.cfg.seed),
-                int(g.batch_size),
+                plain(settings.prompts),
+                g.images_per_identity,
+                settings.seed,
+                g.batch_size,
                 f"{shard}-g{i // size:05d}",
             )
             per_id: dict[str, list[dict[str, Any]]] = {k: [] for k in group}
-            left = {k: int(g.images_per_identity) for k in group}
-            with renderer.adapters(group, adapters) as loras:
+            left = {k: g.images_per_identity for k in group}
+            with renderer.adapters(group, adapters):
                 for batch in batches:
-                    for r, img in zip(batch, renderer.render(batch, loras)):
+                    for r, img in zip(batch, renderer.render(batch)):
                         save_image(ctx.dir / r["path"], img)
                         per_id[r["id"]].append(renderer.row(r, adapters[r["id"]]))
                         left[r["id"]] -= 1
@@ -192,82 +176,41 @@ class GenerateStage(Stage):
 
 
 class GroupRenderer:
-    """Loads the base once, attaches a group's adapters, renders manifest rows. Shared by stage and replay."""
+    """The backend loaded once for generation, a group's adapters attached, manifest rows rendered. Shared by
+    the stage and replay."""
 
-    def __init__(self, cfg: Any, dreambooth_dir: Path):
-        from gandiff.diffusion.components import resolve_device, resolve_dtype
-        from gandiff.diffusion.dreambooth_stage import open_base
+    def __init__(self, settings: Any, dreambooth_dir: Path):
+        from gandiff.diffusion.backend import Sampler
+        from gandiff.diffusion.dreambooth_stage import open_backend
 
-        g, d = cfg.generation, cfg.dreambooth
+        g = settings.generation
         self.dreambooth_dir = dreambooth_dir
-        self.comps = open_base(d.base, g.dtype, g.device, cfg.paths.root, d.get("variant"))
-        self.scheduler, self.steps, self.guidance = g.scheduler, int(g.steps), float(g.guidance)
-        self.resolution = int(g.resolution)
-        self.dtype = str(resolve_dtype(g.dtype, resolve_device(g.device))).removeprefix("torch.")
-        if self.resolution % self.comps.vae_scale_factor:
-            raise StageError(
-                f"generation.resolution={self.resolution}: must be a multiple of the VAE factor "
-                f"{self.comps.vae_scale_factor}"
-            )
+        self.backend = open_backend(settings)
+        self.backend.load(g.dtype, g.device)
+        self.sampler = Sampler(g.scheduler, g.steps, g.guidance, g.resolution)
 
     def adapters(self, group: list[str], adapters: dict[str, dict[str, Any]]) -> Any:
-        """Context: the group's LoRA adapters attached (slot i = group[i]), or, for a full fine-tune
-        (one identity per group), its trained weights loaded in place of the base weights."""
-        import contextlib
+        """Context: the group's adapters loaded (slot i = group[i])."""
+        from gandiff.diffusion.backend import Adapter
 
-        from gandiff.diffusion.generate import attach_adapters
-
-        modes = {adapters[k]["mode"] for k in group}
-        if len(modes) != 1 or (modes == {"full"} and len(group) != 1):
-            raise StageError(f"generate: group {group} mixes DreamBooth modes {sorted(modes)}")
-
-        @contextlib.contextmanager
-        def lora() -> Any:
-            files = [str(self.dreambooth_dir / adapters[k]["path"]) for k in group]
-            unet_lora, text_lora = attach_adapters(self.comps, files)
-            try:
-                yield unet_lora, text_lora
-            finally:
-                for m in (unet_lora, text_lora):
-                    if m is not None:
-                        m.detach()
-
-        @contextlib.contextmanager
-        def full() -> Any:
-            from safetensors.torch import load_file
-
-            folder = (self.dreambooth_dir / adapters[group[0]]["path"]).parent
-            mods = {"unet": self.comps.unet, "text_encoder": self.comps.text_encoder}
-            backup = {}
-            try:
-                for name, module in mods.items():
-                    if (folder / f"{name}.safetensors").exists():
-                        backup[name] = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                        module.load_state_dict(load_file(folder / f"{name}.safetensors"))
-                yield None, None
-            finally:
-                for name, state in backup.items():
-                    mods[name].load_state_dict(state)
-
-        return full() if modes == {"full"} else lora()
-
-    def render(self, batch: list[dict[str, Any]], loras: tuple[Any, Any]) -> list[Any]:
-        from gandiff.diffusion.generate import RenderSpec, render_batch
-
-        slot = (lambda r: int(r["_slot"])) if loras[0] is not None else (lambda r: -1)  # full: no adapters
-        specs = [RenderSpec(r["prompt"], r["negative_prompt"], int(r["seed"]), slot(r)) for r in batch]
-        return render_batch(
-            self.comps, specs, self.scheduler, self.steps, self.guidance, self.resolution, *loras
+        return self.backend.adapters(
+            [Adapter(k, adapters[k]["mode"], self.dreambooth_dir / adapters[k]["path"]) for k in group]
         )
+
+    def render(self, batch: list[dict[str, Any]]) -> list[Any]:
+        from gandiff.diffusion.backend import RenderSpec
+
+        specs = [RenderSpec(r["prompt"], r["negative_prompt"], int(r["seed"]), int(r["_slot"])) for r in batch]
+        return self.backend.render(specs, self.sampler)
 
     def row(self, r: dict[str, Any], adapter: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in r.items() if not k.startswith("_")}
         out.update(
-            scheduler=self.scheduler,
-            steps=self.steps,
-            guidance=self.guidance,
-            resolution=self.resolution,
-            dtype=self.dtype,
+            scheduler=self.sampler.scheduler,
+            steps=self.sampler.steps,
+            guidance=self.sampler.guidance,
+            resolution=self.sampler.resolution,
+            dtype=self.backend.dtype,
             adapter_sha256=adapter["sha256"],
         )
         return out
@@ -317,9 +260,11 @@ def replay(cfg: Any, image_id: str) -> dict[str, Any]:
         if adapters[r["id"]]["sha256"] != r["adapter_sha256"]:
             raise StageError(f"generation.replay: the adapter of {r['id']} changed since {image_id} was made")
         r["_slot"] = group.index(r["id"])
-    renderer = GroupRenderer(cfg, dreambooth_dir)
-    with renderer.adapters(group, adapters) as loras:
-        images = renderer.render(batch, loras)
+    from gandiff.config import validate
+
+    renderer = GroupRenderer(validate(cfg), dreambooth_dir)
+    with renderer.adapters(group, adapters):
+        images = renderer.render(batch)
     img = images[[r["image_id"] for r in batch].index(image_id)]
     path = out_dir / target["path"]
     replay_path = save_image(path.with_name(f"{image_id}.replay.png"), img)

@@ -1,33 +1,12 @@
 """A miniature Stable Diffusion for faces: data, training loop and export (``scripts/train_miniature_sd.py``).
 
-The demo runs GANDiffFace end to end on 2 CPU cores, so its diffusion base must be tiny *and* know
-faces. This module trains one from scratch, in the diffusers format (``StableDiffusionPipeline``):
+The demo runs GANDiffFace on 2 CPU cores, so its diffusion base must be tiny *and* know faces. This trains one
+from scratch in the diffusers format: captioned DCGAN faces (:func:`build_dataset`), an ``AutoencoderKL``
+64x64x3 -> 16x16x4 (:func:`train_vae`), the UNet and CLIP text encoder jointly (:func:`train_unet`), then the
+decoder alone. Every draw of step ``s`` is seeded by ``(seed, phase, s)`` and checkpoints are atomic, so a
+resumed run gives the weights of an uninterrupted one. Licence: non-commercial research only (DigiFace-1M).
 
-- **Data** (:func:`build_dataset`): ``num_faces`` DCGAN faces (the identity stage's offline source,
-  from latent seeds disjoint from the demo's identities), each captioned from the attribute models
-  ("a photo of a young woman") and augmented where the augmentation is visible, with the word in the
-  caption: horizontal flip (the head direction is re-measured from YuNet's five landmarks and captioned
-  "looking left"/"looking right"), brightness ("dark photo"/"bright photo") and a zoom ("close-up").
-  These words are the prompt families the model understands (``conf/prompts/miniature.yaml``).
-- **VAE** (:func:`train_vae`): ``AutoencoderKL`` 64x64x3 -> 16x16x4 (SD's factor 4 per side is 8;
-  at 64 px a factor 4 keeps eyes and mouth in the latent), L1 + L2 reconstruction and a small KL
-  (Rombach et al. 2022 use a perceptual and a GAN loss as well; at 64 px plain pixel losses suffice
-  for the face models downstream). Its ``scaling_factor`` is set from the latents' std, as SD's 0.18215 was.
-- **UNet + CLIP text encoder** (:func:`train_unet`), jointly, on cached VAE posteriors: epsilon
-  prediction on SD 1.x's noise schedule, Min-SNR-5 loss weighting (Hang et al., ICCV 2023: faster
-  convergence for the same model), captions dropped to "" with probability ``caption_dropout``
-  (classifier-free guidance, Ho & Salimans 2022), an EMA of the weights (exported).
-- **Decoder** (:meth:`Trainer._decoder_step`): the VAE decoder alone, on the frozen encoder's cached
-  latents (as SD's fine-tuned "ft-EMA" decoder): sharper pixels, the same latent space, so the UNet
-  is unaffected (and this phase could run beside the UNet phase).
-
-Determinism and resume: every random draw of step ``s`` (batch rows, noise, timesteps, caption dropout)
-comes from a CPU generator seeded by ``(seed, phase, s)``, models are initialised from ``seed``, and a
-checkpoint (weights, EMA, optimiser state, step) is written atomically every ``checkpoint_every`` steps;
-so a run interrupted and resumed gives the weights of an uninterrupted one (same device and dtype).
-
-Licence: the faces come from gan-face-generate's DCGAN, trained on DigiFace-1M (non-commercial research
-only): the miniature model, trained on its outputs, inherits that restriction.
+Design: docs/design.md#the-miniature-stable-diffusion.
 """
 
 from __future__ import annotations

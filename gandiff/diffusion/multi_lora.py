@@ -1,20 +1,12 @@
 """Multi-identity LoRA: K adapters in one model, each sample of a batch through its own adapter.
 
-LoRA (Hu et al., 2022) adds ``scale * B @ A`` to a frozen Linear weight ``W``. DreamBooth with one LoRA
-per identity (GANDiffFace) would load the base model once per identity, or fill a batch with one
-identity only. Here every targeted Linear holds the adapters of K identities stacked,
-``A: (K, r, in)`` and ``B: (K, out, r)``, and a per-sample adapter index ``idx: (N,)`` picks which one
-each sample of the batch goes through:
+Every targeted Linear holds K identities' LoRA factors stacked, ``A: (K, r, in)``, ``B: (K, out, r)``, and a
+per-sample index picks one: ``y[n] = x[n] @ W.T + scale * (x[n] @ A[idx[n]].T) @ B[idx[n]].T``. The base is
+loaded once and batches are always full; gradients reach only each sample's own adapter, so identities never
+mix. Each adapter exports to (and loads from) the ``pytorch_lora_weights.safetensors`` that diffusers'
+``load_lora_weights`` reads.
 
-    y[n] = x[n] @ W.T + scale * (x[n] @ A[idx[n]].T) @ B[idx[n]].T        # batched: gather + two bmm
-
-The base weights are shared and frozen; the low-rank products are tiny next to them, so a batch of
-16 identities costs about what a batch of 16 samples of one identity costs. Gradients reach only the
-rows of A and B that the batch's samples used, each from its own samples: identities never mix.
-
-Each adapter exports to the file ``diffusers``' ``load_lora_weights`` reads
-(``pytorch_lora_weights.safetensors``, PEFT key names ``unet.<module>.lora_A.weight``, alpha in the
-``lora_adapter_metadata`` header), and any such file loads into a slot.
+Design: docs/design.md#multi-identity-lora.
 """
 
 from __future__ import annotations

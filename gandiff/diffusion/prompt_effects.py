@@ -1,15 +1,12 @@
 """Does a prompt word take effect? One measured statistic per option of the miniature prompt bank.
 
-For each option of ``conf/prompts/miniature.yaml`` :data:`OPTION_EFFECTS` names a statistic of the
-rendered image that the word should raise (``sign=+1``) or lower (``-1``): the eye region's darkness
-for "wearing sunglasses", the chroma above the brow for "wearing a hat", blue-over-red in the mouth
-region for "wearing a face mask" (skin is red over blue; the masks of
-:mod:`gandiff.diffusion.caption_augment` are not), the backdrop's colour outside the head ellipse,
-the face's luminance, the head turn, the eyes' distance, the age classifier's estimate.
-:func:`option_effects` compares the images of each option with those of the neutral prompt (same seeds,
-the family left out): the difference of means (times ``sign``: positive means the word worked) and
-Cohen's d. Regions are placed in the face's own frame from five landmarks (the detector's, or
-:data:`CANONICAL_LANDMARKS`, the DCGAN faces' mean, where none was found), as the drawing recipes are.
+:data:`OPTION_EFFECTS` names, for each option of ``conf/prompts/miniature.yaml``, an image statistic the word
+should raise or lower (eye-region darkness for "wearing sunglasses", chroma above the brow for a hat, the
+backdrop's colour, luminance, head turn, the age estimate ...). :func:`option_effects` compares each option's
+images with the neutral prompt's (same seeds): difference of means and Cohen's d, with regions placed in the
+face's own frame from five landmarks.
+
+Design: docs/design.md#prompt-effects.
 """
 
 from __future__ import annotations

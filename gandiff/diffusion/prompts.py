@@ -1,17 +1,12 @@
 """The prompt bank: how each generated image of an identity is described.
 
-GANDiffFace (Melzi et al., 2023) raises intra-class variation by prompting each identity's DreamBooth
-model with accessories, poses, expressions, contexts and lighting. A bank is a template plus
-families of options (``conf/prompts/*.yaml``):
+GANDiffFace raises intra-class variation by prompting with accessories, poses, expressions, contexts and
+lighting. A bank (``conf/prompts/*.yaml``) is a template plus families of options; each image draws, per family,
+whether it contributes (``weight``) and one option, from the image's own seed, so a prompt depends only on
+(run seed, identity id, image number), never on batching or sharding. ``mode=product`` walks the product of
+the families' options instead.
 
-    template: "a photo of {token} {noun}, {choices}"
-    families: {accessories: {weight: 0.5, options: ["wearing glasses", ...]}, ...}
-
-Each image draws, per family, whether the family contributes (probability ``weight``) and then one
-option uniformly. Every draw comes from the image's own seed, so an image's prompt depends only on
-(run seed, identity id, image number), never on how images are batched or sharded. ``mode=product``
-instead walks the full product of the chosen families' options (cycled when an identity has more
-images than combinations).
+Design: docs/design.md#prompt-banks.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gandiff.schema import require, require_choice, require_range
+from gandiff.schema import require, require_choice, require_range, require_target
 
 DTYPES = ("float32", "float16", "bfloat16")
 # diffusers.optimization.get_scheduler's names (and formulas: gandiff.diffusion.dreambooth.lr_lambda) for the
@@ -24,9 +24,12 @@ SCHEDULERS = ("ddim", "pndm", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc")
 
 @dataclass
 class DreamBoothConfig:
+    # The diffusion backend (gandiff.diffusion.backend protocol): _target_ and its own arguments. The default is
+    # Stable Diffusion + DreamBooth; an SDXL or identity-conditioned backend is a class and a YAML file.
+    backend: Any = field(default_factory=lambda: {"_target_": "gandiff.diffusion.sd_backend.StableDiffusionBackend"})
     # A diffusers folder, a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5) or builtin:tiny-sd (built on first
     # use under ${paths.root}/models; random weights, for tests and the CPU demo).
-    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the mirror of runwayml/stable-diffusion-v1-5 (withdrawn)
     # Weight files to load: null = the full files (*.safetensors), or a local folder's only variant when it
     # has no full files (a hub download with variant="fp16" holds *.fp16.safetensors only); fp16 = those.
     variant: str | None = None
@@ -82,6 +85,8 @@ class DreamBoothConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        require(self.backend is not None, "dreambooth.backend", self.backend, "must be a mapping with a '_target_'")
+        require_target("dreambooth.backend", self.backend)
         require_choice("dreambooth.mode", self.mode, ("lora", "full"))
         require(
             self.variant is None or (bool(self.variant) and self.variant.replace("_", "").isalnum()),

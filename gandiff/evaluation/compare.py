@@ -1,16 +1,12 @@
 """``gandiff compare``: finished runs and datasets a user already has, in one table, measured by the same code.
 
-Each argument is a gandiff run folder (``experiments/<name>``: every ``evaluate/<key>/`` in it), a Hydra
-multirun folder, or a dataset in any format ``gandiff.datasets.readers.open_dataset`` opens (a ``.rec`` or a
-folder holding ``train.rec``, e.g. CASIA-WebFace ``faces_webface_112x112``; an image folder
-``<identity>/<image>``; WebDataset shards; a gandiff export). A run brings its evaluate results (benchmark
-accuracies, measures); a dataset is embedded here with ``--embedder`` (by default SFace, the face embedder the
-evaluate stage uses in the demo) and measured with ``gandiff.evaluation.measures`` and the same score
-statistics. It has no trained recognizer, so its benchmark columns read "–" (train one with
-``gandiff train trainer=datacv_r50 trainer.data=<path>`` to fill them).
+Each argument is a run folder, a Hydra multirun folder, or any dataset ``open_dataset`` opens (a ``.rec``, an
+image folder, WebDataset shards, a gandiff export). A run brings its evaluate results; a dataset is embedded
+here (``--embedder``, SFace by default) and measured with ``gandiff.evaluation.measures``; with no recognizer
+its benchmark columns read "–". Output: ``<out>/compare.html`` and ``compare.md`` (field table, variation /
+separability table, overlaid distributions).
 
-Output: ``<out>/compare.html`` (self-contained) and ``compare.md``: the field table with the published rows, the
-variation / separability table, and the mated / non-mated distributions overlaid.
+Design: docs/design.md#gandiff-compare.
 """
 
 from __future__ import annotations
@@ -66,7 +62,8 @@ def compare(paths: Sequence[str | Path], out: str | Path, embedder: Any = None, 
     """Build and write the comparison report; returns the written files (``html``, ``md``, plots)."""
     from gandiff.artifacts import read_json
     from gandiff.evaluation.field_table import add_field_sections, load_published, run_measures
-    from gandiff.evaluation.report import Report, _load_scores, plot_roc_det, plot_score_histograms
+    from gandiff.evaluation.document import Report
+    from gandiff.evaluation.plots import load_scores, plot_roc_det, plot_score_histograms
 
     if not paths:
         raise ValueError("gandiff compare: give at least one run folder or dataset")
@@ -78,13 +75,13 @@ def compare(paths: Sequence[str | Path], out: str | Path, embedder: Any = None, 
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run folder or dataset")
         if _is_run(p):
-            from gandiff.evaluation.report import find_evaluations
+            from gandiff.evaluation.sweep import find_evaluations
 
             for label, d in find_evaluations(p):
                 items = read_json(d / "metrics.json").get("items", {})
                 runs.append((f"{p.name}: {label}", items))
                 names.add(str((items.get("export-face") or {}).get("embedder", "")))
-                sc = _load_scores(d, "export-face") if (items.get("export-face") or {}).get("status") == "ok" else None
+                sc = load_scores(d, "export-face") if (items.get("export-face") or {}).get("status") == "ok" else None
                 if sc is not None:
                     series.append((f"{p.name}: {label}"[:30], *sc))
             continue

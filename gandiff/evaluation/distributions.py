@@ -1,22 +1,12 @@
 """Mated / non-mated score distributions of a face dataset, their error rates, and distances to a reference.
 
-GANDiffFace (Melzi et al., 2023, Sec. 4 and Fig. 5) validates a synthetic dataset by embedding it with a
-recognizer and comparing the distributions of *mated* scores (two images of one identity) and *non-mated*
-scores (two identities) with those of real datasets (VGG2, IJB-C): similar intra-class variation and
-inter-class separation mean the synthetic data exercise a recognizer like real data. This module:
+GANDiffFace (Melzi et al. 2023, Sec. 4) validates synthetic data by comparing its mated and non-mated score
+distributions with real datasets'. Scores of every pair in ``(B, B)`` tiles (or a stated sample of pairs);
+ISO/IEC 19795-1 numbers (FMR, FNMR, EER, FNMR@FMR, d'); compact ``ScoreHistogram`` files so a real reference is
+computed once where the data is; KL / JS / Wasserstein-1 / KS / overlap between two distributions. Scores are
+cosines; a pair is accepted when ``score >= threshold``.
 
-- computes the scores of every pair in blocks (``(B, B)`` similarity tiles of the upper triangle, never an
-  ``N x N`` matrix), or a stated number of uniformly sampled pairs when there are too many to enumerate;
-- measures them with the usual verification numbers (ISO/IEC 19795-1 terms): FMR / FNMR, EER,
-  FNMR at a fixed FMR, d' (Daugman's decidability), means and standard deviations;
-- stores a distribution compactly as a histogram file (``ScoreHistogram``: bin edges, counts, exact
-  moments, and which embedder produced it), so that a real dataset's reference is computed once where the
-  data is and every synthetic dataset is compared against it later;
-- compares two distributions: KL and Jensen-Shannon divergence on shared bins, Wasserstein-1,
-  Kolmogorov-Smirnov, and the overlap coefficient.
-
-Scores are cosine similarities of L2-normalised embeddings (higher = more alike); a pair is *accepted*
-when ``score >= threshold``.
+Design: docs/design.md#score-distributions.
 """
 
 from __future__ import annotations

@@ -1,48 +1,12 @@
 """Demographic fairness of a face recognizer: per-group accuracy (RFW) and error-rate differentials.
 
-Two families of numbers, for any dataset whose identities carry group labels (gender, age, race):
+RFW-style per-group accuracy with its std and SER; at one threshold fixed on the pooled scores at a global FMR
+target, each group's FMR / FNMR summarised by FDR, IR and GARBE (formulas and sources in the design notes).
+An FMR target ``t`` needs ``ceil(1 / t)`` non-mated pairs; otherwise the number reads "not measurable". Where
+a definition divides by a zero rate, that rate is replaced by its one-sided Clopper-Pearson upper bound and
+listed in ``bounded``: never ``inf``, and 0/0 is never read as 1.
 
-- **RFW-style** (Wang et al., "Racial Faces in-the-Wild", ICCV 2019, and its successors): verification
-  accuracy of each group on its own pairs (negatives drawn *within* the group), then the mean, the
-  standard deviation over groups (population std, ``ddof=0``, ``numpy.std``'s default: the groups are the
-  whole population being described, not a sample of groups) and the skewed error ratio
-  ``SER = max_g (1 - acc_g) / min_g (1 - acc_g)`` (Wang & Deng, "Mitigating bias in face recognition
-  using skewness-aware reinforcement learning", CVPR 2020).
-- **Differentials at one operating point**: a single threshold ``tau`` is fixed on the pooled scores of all
-  groups at a global FMR target (e.g. 1e-3), then each group's ``FMR_g(tau)`` and ``FNMR_g(tau)`` are measured
-  and summarised by
-  - FDR, the Fairness Discrepancy Rate (de Freitas Pereira & Marcel, "Fairness in biometrics: a figure of
-    merit to assess biometric verification systems", IEEE T-BIOM 2021):
-    ``A = max_{i,j} |FMR_i - FMR_j|``, ``B = max_{i,j} |FNMR_i - FNMR_j|``, ``FDR = 1 - (alpha A + (1 - alpha) B)``
-    (1 = fair);
-  - IR, the Inequity Rate (Grother, NIST FRVT demographic summaries; analysed by Howard et al. 2022):
-    ``IR = (max FMR_g / min FMR_g)^alpha * (max FNMR_g / min FNMR_g)^beta`` (1 = fair);
-  - GARBE, the Gini Aggregation Rate for Biometric Equitability (Howard, Laird, Sirotin et al., "Evaluating
-    proposed fairness models for face recognition algorithms", 2022):
-    ``G(x) = n / (n - 1) * sum_i sum_j |x_i - x_j| / (2 n^2 mean(x))`` (the Gini coefficient with the
-    small-sample correction), ``GARBE = alpha G(FMR) + (1 - alpha) G(FNMR)`` (0 = fair).
-
-Scores are similarities; a pair is accepted when ``score >= tau``. Two threshold rules (``threshold=``):
-``max_tmr`` (ISO/IEC 19795-1 style, gandiff's ``fnmr_at_fmr``: the ROC point with the highest TMR among
-those with FMR <= target, the highest such score on ties) and ``nonmated_score`` (the FDR authors' code,
-``bob.measure.far_threshold`` as called by github.com/tiagofrepereira2012/fdr ``scoring.compute_thresholds``:
-``tau`` is the lowest non-mated score whose FMR, counting that score, is still <= target). Both give the
-same pooled FNMR; the FMRs differ by about one pair.
-
-**Resolution.** An FMR target ``t`` can be measured only on at least ``M = ceil(1 / t)`` non-mated pairs
-(below that no false match can occur, so every FMR is 0 by construction; the same rule as
-``distribution_summary``). The pooled scores need ``M`` to place ``tau``, and each group needs ``M`` for its
-FMR; otherwise the number is replaced by the text ``"not measurable: N non-mated pairs, FMR target needs
->= M"`` (:func:`not_measurable`), and so is every summary that uses it.
-
-**Zero rates.** IR and SER divide by the smallest rate and the Gini divides by the mean rate; where that is
-zero the definitions give no value. Then each zero rate is replaced by its one-sided Clopper-Pearson upper
-bound at ``confidence`` (Clopper & Pearson, "The use of confidence or fiducial limits illustrated in the
-case of the binomial", Biometrika 1934): for 0 errors in ``n`` trials ``1 - (1 - confidence)^(1/n)``
-(``scipy.stats.beta.ppf(confidence, 1, n)``; ~3/n at 95 %, the "rule of three": Jovanovic & Levy, The American
-Statistician 1997), as published fairness-metric code does (``scipy.special.betaincinv(x + 1, n - x, 1 - alpha)``
-for ``x = 0``, where others floor the rate at an epsilon). The groups whose
-rate was so replaced are listed (``bounded``). Never ``inf``; 0/0 is never read as 1.
+Design: docs/design.md#fairness-metrics.
 """
 
 from __future__ import annotations

@@ -299,7 +299,7 @@ MEASURES_NOTE = ("Intra-class variation (Vendi score per identity under the cosi
 
 def add_field_sections(rep: Any, runs: list[tuple[str, dict[str, dict[str, Any]]]],
                        measures: list[tuple[str, dict[str, Any]]], published: list[Published] | None = None) -> None:
-    """Append the field table and the measures table to a ``gandiff.evaluation.report.Report``."""
+    """Append the field table and the measures table to a ``gandiff.evaluation.document.Report``."""
     published = load_published() if published is None else published
     rows, cols = field_rows(runs, published)
     rep.heading("The field's table: verification accuracy (%) beside published datasets")

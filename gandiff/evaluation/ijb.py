@@ -1,25 +1,11 @@
 """IJB-B / IJB-C 1:1 template verification, as insightface's ``recognition/arcface_torch/eval_ijbc.py``.
 
-The protocol (Whitelam et al. 2017 IJB-B; Maze et al. 2018 IJB-C), with insightface's test modes
-F2 (flip: add), D1 (detector score) and N1 (keep feature norms):
+Faces aligned from the given landmarks, flip-added raw features times the detector score, media averaged and
+templates summed then normalised, pair scores as cosines in float64 as the reference computes them (float32
+ties thousands of pairs), TAR at FAR 1e-6 ... 1e-1 by insightface's nearest-FPR rule on ``roc_curve``.
+Scoring is vectorised by blocks of first templates (``scripts/bench/evaluate.py`` times it).
 
-1. ``meta/<target>_name_5pts_score.txt``: ``name x1 y1 ... x5 y5 score`` per face image under
-   ``loose_crop/``; each face is aligned from the given five landmarks to the 112x112 ArcFace template.
-2. Each face is embedded as it is and mirrored; the two *raw* features are added (not normalised: the
-   norm is a quality signal), then multiplied by the detector score.
-3. ``meta/<target>_face_tid_mid.txt`` (``name template_id media_id``): features of one media (frames of
-   one video, or one still) are averaged; a template is the *sum* of its media features, L2-normalised.
-4. ``meta/<target>_template_pair_label.txt`` (``t1 t2 label``): the score of a pair is the cosine of its
-   two template features (IJB-C: 15,658,489 pairs over 23,124 templates), in float64 as the reference
-   computes it (float32 scores tie thousands of pairs that float64 tells apart, and ``roc_curve`` then keeps
-   other points: on 1.1M pairs, 4 of 8 TAR@FAR values moved by one mated pair).
-5. TAR at FAR 1e-6 ... 1e-1: ``sklearn.metrics.roc_curve`` (which drops collinear points), then for each
-   FAR the ROC point whose FPR is *nearest* to it, the highest TPR on ties (insightface's table rule;
-   it can pick an FPR slightly above the target).
-
-Scoring is vectorised: pairs are sorted by their first template, and for each block of first templates
-one matrix product against the templates they meet gives every score in that block
-(``scripts/bench/evaluate.py`` times it).
+Design: docs/design.md#ijb-bc.
 """
 
 from __future__ import annotations

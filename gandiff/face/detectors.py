@@ -1,18 +1,12 @@
 """Face detectors returning boxes, scores and five landmarks (:class:`gandiff.face.types.Detection`).
 
-All detectors share one contract:
+One contract: ``detect(image)`` takes ``(H, W, 3)`` uint8 RGB and returns detections in its pixel
+coordinates, highest score first; ``detect_batch`` gives the same per image (faster only).
+``score_threshold`` / ``nms_threshold`` mean what they mean in the reference implementation,
+``min_face_size`` and ``max_faces`` filter. ONNX models load once (CUDA when present) and letterbox each image
+into ``input_size`` as insightface's SCRFD does, so differently sized images share one batch.
 
-- ``detect(image)`` takes ``(H, W, 3)`` uint8 RGB (``gandiff.face.images`` converts anything else) and
-  returns detections in that image's pixel coordinates, sorted by score, highest first;
-  ``detect_batch(images)`` returns one such list per image and gives the same result as ``detect``
-  image by image (it only changes speed).
-- ``score_threshold`` and ``nms_threshold`` mean what they mean in the reference implementation;
-  ``min_face_size`` drops faces whose box is smaller (shorter side, pixels of the original image);
-  ``max_faces`` keeps only the best ones (0 = all).
-- ONNX models are loaded once, with the CUDA execution provider when onnxruntime has it.
-
-The ONNX detectors letterbox each image into ``input_size`` (aspect ratio kept, top-left corner,
-black padding), as insightface's SCRFD does, so differently sized images share one batch.
+Design: docs/design.md#face-detectors.
 """
 
 from __future__ import annotations

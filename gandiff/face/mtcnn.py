@@ -1,24 +1,12 @@
-"""MTCNN: the P-Net / R-Net / O-Net cascade (Zhang, Zhang, Li & Qiao 2016, "Joint Face Detection and
-Alignment using Multi-task Cascaded Convolutional Networks", IEEE Signal Processing Letters 23(10)).
+"""MTCNN: the P-Net / R-Net / O-Net cascade (Zhang et al. 2016, IEEE Signal Processing Letters 23(10)).
 
-The networks are written here with the parameter names of the state dicts that ship in the
-``facenet-pytorch`` wheel (``facenet_pytorch/data/{pnet,rnet,onet}.pt``, plain ``OrderedDict``s of tensors,
-converted by Tim Esler from David Sandberg's TensorFlow port of the authors' Caffe models), so those files
-load with ``torch.load(weights_only=True)`` and ``strict=True``. facenet-pytorch's own code is not imported
-(its version pins clash with this project's).
+The networks carry the parameter names of the state dicts in the ``facenet-pytorch`` wheel, so those files
+load with ``torch.load(weights_only=True)`` and ``strict=True`` (facenet-pytorch's code is not imported). The
+cascade follows facenet-pytorch's ``detect_face`` number for number, except that candidate boxes reaching
+outside the image are zero-padded as in the authors' code. Boxes use MTCNN's 1-based convention, landmarks
+0-based in :data:`gandiff.face.types.LANDMARK_NAMES` order.
 
-The cascade follows facenet-pytorch's ``detect_face`` number for number (defaults: ``minsize`` 20,
-``thresholds`` (0.6, 0.7, 0.7), pyramid ``factor`` 0.709, RGB input normalised as
-``(x - 127.5) * 0.0078125``, "area" resampling, NMS IoU 0.5 per scale, 0.7 per image after each stage and
-0.7 intersection-over-minimum after O-Net), with one deliberate difference: a candidate box that reaches
-outside the image is cut out with zero padding, as in the authors' code and Sandberg's port, where
-facenet-pytorch crops only the inside part and stretches it to the network's input (the regression that
-follows assumes the padded geometry). Results differ only for faces touching the image border.
-
-Coordinates are those facenet-pytorch returns: boxes in MTCNN's 1-based inclusive pixel convention
-(inherited from the MATLAB original; a box's first column is ``x1 - 1`` in 0-based pixels), landmarks in
-0-based pixel coordinates, in the order left eye, right eye, nose, left and right mouth corner *as seen
-in the image*, which is :data:`gandiff.face.types.LANDMARK_NAMES` order.
+Design: docs/design.md#mtcnn.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """Loading ONNX face models for onnxruntime: clean graphs, one session per model, CUDA when present.
 
-Why the graph is edited before onnxruntime sees it:
+The graph is edited before onnxruntime sees it: unused graph inputs of the OpenCV-Zoo int8 builds are
+dropped, a fixed batch dimension of 1 becomes symbolic so one session runs whole batches, and on the CPU
+``PRelu`` becomes the bit-exact ``Max(x, slope * x)`` (onnxruntime's CPU PRelu took half of SFace's time).
+A missing, non-ONNX or wrong-kind file raises :class:`ModelFileError` naming the file and the config key.
 
-- The OpenCV-Zoo int8 "block-quantised" builds (``*_int8bq.onnx``) still declare the original float
-  weights as graph inputs although nothing reads them any more (the quantised initializers and
-  ``DequantizeLinear`` nodes replaced them). onnxruntime would then expect them to be fed, so unused
-  inputs are dropped, and inputs that are really initializers are turned into plain initializers.
-- Many exports fix the batch dimension at 1 (YuNet, SFace). Setting the batch axis of the single data
-  input and of every output to a symbolic ``N`` (and, where a graph reshapes with a literal batch of 1,
-  replacing that 1 by ``0`` = "copy this dimension") lets one session run whole batches.
-
-- On the CPU, ``PRelu`` nodes are rewritten as ``Max(x, slope * x)`` (see :func:`rewrite_prelu_for_cpu`):
-  onnxruntime's CPU PRelu kernel took over half of SFace's run time, and the rewrite is bit-exact.
-
-A missing file, a file that is not ONNX, or an ONNX graph of the wrong kind raises
-:class:`ModelFileError` with one line naming the file and the config key it came from.
+Design: docs/design.md#onnx-model-loading.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Differentiable face embedders for training losses: SFace rebuilt in torch from its ONNX graph, and IResNet.
 
-An identity loss (``dreambooth.identity_loss``) needs the gradient of a face embedding with respect to the
-pixels, which onnxruntime cannot give. :class:`SFaceTorch` reads the OpenCV-Zoo SFace ONNX file (the same
-file :class:`gandiff.face.embedders.SFaceEmbedder` runs, dequantised by the same loader), folds what is
-constant (weight reshapes, each BatchNormalization into the convolution before it) and runs the remaining
-nodes in graph order with torch operators, so its output equals the onnxruntime reference on the same
-input (tests/face/test_face_sface_torch.py) and is differentiable in its input.
-:class:`IResNetFaceModule` is the real-scale choice: an arcface_torch IResNet checkpoint.
+An identity loss (``dreambooth.identity_loss``) needs the gradient of an embedding with respect to the pixels,
+which onnxruntime cannot give. :class:`SFaceTorch` runs the OpenCV-Zoo SFace ONNX graph with torch operators
+(constants folded), equal to onnxruntime on the same input; :class:`IResNetFaceModule` loads an arcface_torch
+IResNet. Input: ``(N, 3, 112, 112)`` float RGB in 0..255, ArcFace-aligned, normalised inside; output raw
+``(N, D)`` features. Weights are buffers: nothing here trains.
 
-Every module here has one input convention, the embedder's: ``(N, 3, 112, 112)`` float **RGB in 0..255**,
-aligned to the ArcFace template; each applies its own normalisation inside. Output: raw ``(N, D)``
-features (normalise them for cosines). Weights are buffers, not parameters: nothing here trains.
+Design: docs/design.md#differentiable-embedders.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """Make a folder once, whichever of several concurrent shards gets there first.
 
-The identity selection is a deterministic but sequential computation that every shard of the stage
-needs (it decides the item list). Shards of one run share a file system, not a process, so:
+Every shard of the identities stage needs the (sequential) selection. Shards share a file system, not a
+process: the first creates ``<final>.claim`` with ``O_EXCL`` and computes while the others wait (a claim not
+touched for ``stale_s`` of the waiter's own clock is taken over); the result is staged privately and published
+by one ``rename(2)`` of the folder, which only one shard can win, so every shard reads the same folder.
 
-- **Reuse.** When ``<final>/<marker>`` exists the folder is complete: read it, compute nothing.
-- **Claim.** Otherwise a shard creates ``<final>.claim`` with ``O_CREAT | O_EXCL`` (atomic, also on
-  NFSv3+). The claimer computes; the others wait, polling for the marker. While it computes, a
-  background thread touches the claim every ``heartbeat_s``; a waiter that sees the claim's mtime
-  unchanged for ``stale_s`` seconds of *its own* clock (no comparison of clocks across hosts) takes it
-  over: the claimer died.
-- **Publish, first wins.** The claimer writes into a private staging folder next to ``final`` and
-  renames the folder onto ``final`` (``rename(2)`` of a folder onto an existing non-empty folder fails,
-  so exactly one rename succeeds). A shard whose rename fails discards its own copy and reads the
-  winner's. So even when two shards do compute (a stale-claim takeover that raced, a file system
-  without exclusive create), every shard reads the same published folder.
-
-The staging folder is private, so the files in it are written plainly (no ``atomic_path``
-temporaries, which a shard starting at that moment would sweep away as leftovers of a crash). A
-process killed while computing leaves ``.<final>.staging-*`` behind; it is never read and can be
-deleted.
+Design: docs/design.md#compute-once.
 """
 
 from __future__ import annotations

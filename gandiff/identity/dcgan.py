@@ -1,16 +1,10 @@
 """gan-face-generate's DCGAN (64x64 faces trained on DigiFace-1M): the offline default identity source.
 
-The architecture is the PyTorch DCGAN tutorial generator (Radford et al., 2016, arXiv:1511.06434): five
-transposed convolutions from a ``(100, 1, 1)`` latent to a ``(3, 64, 64)`` tanh image, batch norm and
-ReLU in between. The module below is our own, with the parameter names of the package's ``models.py``
-(``main.0.weight`` ...), so its ``weights.tar`` (``{"netG_state_dict": ...}``) loads with
-``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)``. The package's code is not imported.
-
-There is no mapping network, so the edit space "W" is ``z`` itself; the truncation trick scales ``z``
-towards the mean of its prior (0), which trades diversity for typicality the same way.
-
-Licence: the package is MIT; the weights were trained on DigiFace-1M, whose licence is non-commercial
-research only (see the README's model table).
+The PyTorch DCGAN tutorial generator (Radford et al. 2016): five transposed convolutions from a
+``(100, 1, 1)`` latent to a ``(3, 64, 64)`` tanh image. Our own module with the package's parameter names, so
+its ``weights.tar`` loads with ``torch.load(weights_only=True)`` and ``strict=True``; the package's code is not
+imported. No mapping network: "W" is ``z``, and truncation scales ``z`` towards 0. Licence: package MIT,
+weights non-commercial research only (DigiFace-1M; the README's model table).
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
 """Demographic targets: which attribute cells the kept identities must fill, and how many each.
 
-GANDiffFace steers GAN sampling with an attribute classifier until a target distribution is met
-(Melzi et al. 2023, Sec. 3.1). A target is config (``identity.target``):
+GANDiffFace steers GAN sampling until a target distribution is met (Melzi et al. 2023, Sec. 3.1).
+``identity.target`` is ``null``, ``uniform``, a mapping of marginals, a joint ``{"a|b": {...}}``, or a string
+of equal-share factors (``gender*age_bin:20-29/30-39``) that needs no quoting on a command line. The shipped
+targets are strings because Hydra merges a mapping into a mapping but replaces a string. Shares become integer
+quotas by largest remainders, so every cell is within one identity of ``num * share``.
 
-- ``null``: no target, one cell holding every identity;
-- ``uniform``: equal shares over the joint of every attribute the classifier estimates
-  (``gender`` x ``age_bin`` for the age/gender models, x ``race`` for FairFace);
-- a mapping of marginals, combined as independent: ``{gender: {female: 0.5, male: 0.5}, age_bin: uniform}``;
-- a joint over several attributes, named ``a|b``: ``{"gender|age_bin": {"female|20-29": 2, "male|30-39": 1}}``;
-- a string naming factors with equal shares, joined by ``*``, each optionally limited to some values
-  (``:v1/v2``): ``gender`` (half women, half men), ``gender*age_bin:20-29/30-39``, ``race*gender``.
-  Written without ``=``, ``,`` or brackets so that it needs no quoting on a Hydra command line.
-
-Why strings exist: Hydra *merges* a mapping given on the command line into a mapping already in the
-config (``identity.target={age_bin: uniform}`` over a default ``{gender: ...}`` keeps ``gender``), but
-replaces a string. The shipped configs therefore use string targets, and any override, string or
-mapping, replaces them. Only a mapping over a mapping merges (an experiment file that sets a mapping,
-then a command-line mapping): write ``identity.target=null identity.target={...}`` there.
-
-Values are shares (normalised) or counts (integers summing to ``identity.num``, used as they are).
-Shares become integer quotas by largest remainders (Hamilton's method), ties going to the cell listed
-first, so every cell is within one identity of ``num * share`` and the quotas sum to ``num``.
+Design: docs/design.md#demographic-targets.
 """
 
 from __future__ import annotations

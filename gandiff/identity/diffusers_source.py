@@ -1,40 +1,12 @@
 """Unconditional diffusion models from diffusers as identity sources (DDPM / LDM CelebA-HQ and the like).
 
-Any diffusers folder (local, or a hub id) whose ``model_index.json`` lists an unconditional
-``UNet2DModel`` and a scheduler, optionally with a ``vqvae`` (``VQModel``) or ``vae``
-(``VQModel`` / ``AutoencoderKL``) to decode latents, e.g.
+Any diffusers folder or hub id with an unconditional ``UNet2DModel``, a scheduler and optionally a VQ / KL
+autoencoder (``google/ddpm-celebahq-256``, ``CompVis/ldm-celebahq-256``), read by each class's own
+``from_pretrained``. The sampling loop is ours so that each seed's image does not depend on its batch; with one
+seed per batch it is the pipeline's exactly. There is no editable latent: the "latent" is the seed
+(``editable = False``), and variations are SDEdit re-noisings of the anchor to ``variation_strength``.
 
-- ``google/ddpm-celebahq-256`` (``DDPMPipeline``: pixel-space DDPM, Ho et al., NeurIPS 2020,
-  arXiv:2006.11239);
-- ``CompVis/ldm-celebahq-256`` (``LDMPipeline``: latent diffusion over a VQ autoencoder, Rombach et al.,
-  CVPR 2022, arXiv:2112.10752).
-
-Components are read with each class's own ``from_pretrained(model, subfolder=...)``, so a hub id and a
-folder saved by ``save_pretrained`` take the same path; nothing in the folder is executed (diffusers reads
-safetensors, or ``.bin`` with ``torch.load(weights_only=True)``).
-
-The sampling loop is ours rather than the pipeline's ``__call__``, for one reason: **each seed's image
-must not depend on which other seeds share its batch** (the identity stage renders in batches of
-whatever size, then re-renders anchors one at a time). Every sample owns a CPU ``torch.Generator`` seeded with its
-seed; it draws that sample's initial noise and, for stochastic schedulers (DDPM), the noise of every
-step. With one seed per batch the loop is exactly the pipeline's, so a seed gives the image
-``DDPMPipeline`` / ``LDMPipeline`` give for ``generator=torch.Generator().manual_seed(seed)`` with the same
-scheduler and steps (tested). Across batch sizes the noise is identical by construction; the UNet's
-float arithmetic is not always (CPU and GPU kernels pick algorithms by shape), so a pixel may move by
-one level out of 255 between batch sizes, never more than rounding noise.
-
-What a latent is here. These models have no editable latent space (no W: moving the initial noise does
-not move attributes linearly), so the protocol's latent is the **seed itself**, stored exactly as two
-float32 halves ``[seed >> 16, seed & 0xFFFF]`` (``w_dim = 2``); ``editable = False``, so the identity
-stage learns no directions and never adds offsets to it. Truncation has no meaning and is ignored.
-
-Variations (the DreamBooth training images) are made by partial re-noising, SDEdit (Meng et al., ICLR
-2022, arXiv:2108.01073): the anchor's clean sample (image, or VQ latent before decoding) is noised to a
-fraction ``variation_strength`` of the sampling schedule with noise from a per-variation seed, then
-denoised again. Low strength keeps the face and changes details; high strength drifts to another
-person; the identity stage keeps only variations whose face embedding stays close to the anchor's, so
-the strength trades variety for the acceptance rate. Inverting real images (DDIM inversion) is out of
-scope.
+Design: docs/design.md#diffusion-identity-sources.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """Distinctiveness: keep an identity only if it is far from every identity already kept.
 
-GANDiffFace keeps a sampled identity when its face embedding's cosine similarity to every identity kept
-so far is below a threshold in the recognizer's own scale (Melzi et al. 2023, Sec. 3.1): a synthetic
-dataset whose "different" identities look alike teaches a recognizer false matches.
+GANDiffFace keeps a sampled identity when its embedding's cosine similarity to every identity kept so far is
+below a threshold (Melzi et al. 2023, Sec. 3.1): "different" identities that look alike teach false matches.
+Kept embeddings live in one growing float32 matrix compared in row blocks (memory ``block x batch``), and
+candidates of a batch are also compared with those accepted before them, so the greedy order is the draw
+order (``gandiff.identity.sampling``).
 
-Embeddings are L2-normalised, so similarities are dot products. Kept embeddings live in one growing
-float32 matrix; a batch of candidates is compared to it in row blocks (``block`` kept identities per
-matrix product), so 100k kept identities x a 32-candidate batch is a handful of BLAS calls and memory
-stays at ``block x batch`` floats. Within a batch, candidates are also compared to the ones accepted
-before them, so the greedy order is the draw order (``gandiff.identity.sampling``).
+Design: docs/design.md#distinctiveness.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """Latent edits that vary an identity's images while keeping who it is (the DreamBooth training set).
 
-Directions follow InterFaceGAN (Shen et al., CVPR 2020, arXiv:2005.09635): a linear boundary in the
-latent space separating faces by an attribute; its unit normal is the edit direction. Binary
-attributes (gender) use a linear SVM; continuous ones (age in years, yaw) a ridge regression, whose
-coefficient vector is the direction of steepest linear change. The labels come from the attribute
-classifier and the detector's landmarks over the latents sampled by the identity stage, so nothing
-extra is needed; directions can also be loaded from (and are always saved to) an ``.npz``.
+InterFaceGAN directions (Shen et al., CVPR 2020): a linear SVM for binary attributes (gender), ridge
+regression for continuous ones (age, yaw), learned from the classifier's and detector's labels of the sampled
+latents (or loaded from an ``.npz``). A variation is ``w + a * s_d * d + e``: strength ``a`` in the latents'
+own units along ``d``, plus a bounded random perturbation ``e``; the caller keeps it only if its face is
+still the anchor's identity.
 
-A variation of anchor ``w`` is ``w + a * s_d * d + e``: ``d`` a direction, ``s_d`` the standard deviation
-of the sampled latents' projections on ``d`` (so strengths are in the latent distribution's own units),
-``a`` drawn in ``[lo, hi]`` with a random sign, and ``e`` a bounded random perturbation (per-dimension
-std of the latents times N(0, 1) clipped to +-2, times ``perturbation``). Candidates are checked by the
-caller: a variation is kept only if its face is still the anchor's identity (embedding similarity).
+Design: docs/design.md#latent-edits.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """Resampling and activation ops of StyleGAN2/3 in plain PyTorch (no custom CUDA kernels to compile).
 
-These follow the operation definitions of NVlabs' reference ("slow path") implementations, so a network
-built from them computes what the official generator computes in float32:
+They follow NVlabs' reference ("slow path") definitions, so networks built from them compute what the
+official generator computes in float32: ``upfirdn2d`` (as ``scipy.signal.upfirdn`` per axis, the tests'
+reference), ``bias_act``, StyleGAN3's ``filtered_lrelu`` and its Kaiser-windowed ``lowpass_filter``
+(separable, or radially symmetric for config R). Filters are float32 ``(taps,)`` or ``(taps, taps)``
+tensors; ``None`` is the identity.
 
-- ``upfirdn2d``: upsample by zero insertion, pad (negative = crop), convolve with a FIR filter, keep every
-  ``down``-th sample. The same sequence as ``scipy.signal.upfirdn`` per axis, which the tests use as the
-  reference.
-- ``bias_act``: bias, activation, gain, clamp (StyleGAN2 ``lrelu`` has gain sqrt(2)).
-- ``filtered_lrelu``: StyleGAN3's alias-free nonlinearity (Karras et al. 2021, "Alias-Free Generative
-  Adversarial Networks", Sec. 3.2): bias -> upsample (FIR ``fu``) -> leaky ReLU * gain, clamp ->
-  downsample (FIR ``fd``).
-- ``lowpass_filter``: the windowed (Kaiser) low-pass filters StyleGAN3 designs per layer, separable
-  (``scipy.signal.firwin``) or radially symmetric (jinc, StyleGAN3-R).
-
-Filters are float32 tensors: ``(taps,)`` separable or ``(taps, taps)`` 2-D; ``None`` is the identity.
+Design: docs/design.md#stylegan-ops.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """The identity-source protocol: seeds -> latents -> images, and a latent space to edit in.
 
-Every generator the identity stage can use (the DCGAN, native StyleGAN2/3, NVlabs' own code, diffusers
-unconditional pipelines, an image folder) answers the same four questions, so that sampling, demographic
-targeting, distinctiveness and latent edits are written once:
-
-- ``sample(seeds) -> z``: the input latents for integer seeds, ``(N, z_dim)`` float32. Deterministic: the
-  same seed gives the same latent on any machine (NumPy's ``RandomState(seed)``, as NVlabs'
-  ``gen_images.py`` does, so seed 42 here is seed 42 there).
-- ``to_w(z, truncation) -> w``: the latents edits operate on, ``(N, w_dim)`` float32 ("W" for StyleGAN;
-  for generators without a mapping network it is ``z`` itself, truncation then scales ``z``).
-- ``render(w) -> images``: ``(N, H, W, 3)`` uint8 RGB.
-- ``editable``: whether moving ``w`` is meaningful (an image folder has no latent space).
-
-Arrays cross the protocol as NumPy (float32 latents, uint8 images); each source keeps its own torch
-device and batch handling inside.
+Every generator the identity stage can use answers the same four questions, so that sampling, demographic
+targeting, distinctiveness and edits are written once: ``sample(seeds) -> z`` ``(N, z_dim)`` float32 (NumPy's
+``RandomState(seed)``, so seed 42 is NVlabs' seed 42), ``to_w(z, truncation) -> w`` ``(N, w_dim)``,
+``render(w) -> (N, H, W, 3)`` uint8 RGB, and ``editable``. Arrays cross the protocol as NumPy; each source
+keeps its device and batching inside.
 """
 
 from __future__ import annotations

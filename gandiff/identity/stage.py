@@ -1,24 +1,12 @@
 """The ``identities`` stage: GAN identities meeting a demographic target, distinct, with variations.
 
-Two phases:
+``items``: the sequential selection (``gandiff.identity.sampling``: seeds until every demographic cell is
+full, then the edit directions), made once per run into ``selection/`` by ``gandiff.identity.compute_once``
+whichever shard gets there first; keys are ``id_000000 ...`` in draw order. ``process`` (sharded, resumable):
+anchor, variations kept only if still the anchor's identity, ``images/<id>/`` and their embeddings. ``merge``
+writes ``identities.parquet``, the latent / embedding arrays, ``directions.npz`` and ``summary.json``.
 
-1. Selection (``items``), sequential by nature: the funnel of ``gandiff.identity.sampling`` draws seeds
-   ``first_seed + 1_000_000 * seed + k`` until every demographic cell is full, then learns (or loads) the
-   edit directions. Its result is the folder ``selection/`` (``selection.npz``, ``directions.npz``,
-   ``selection.json``), made once per run by ``gandiff.identity.compute_once``: the first shard to get
-   there claims it and computes it, shards that start meanwhile wait for it, later shards and resumed
-   runs read it; the folder is published by one atomic rename, so shards that do compute it at the same
-   time (a dead claimer taken over) still all read one and the same selection. The item keys are the
-   identity ids ``id_000000 ...`` in draw order.
-2. Per identity (``process``, sharded and resumable): render the anchor from its latent, make variations
-   (latent edits for GANs; partial re-noising for sources without an editable latent space that offer
-   ``render_variations``, e.g. diffusion models), keep those whose face is still the anchor's identity, write
-   ``images/<id>/anchor.png``, ``images/<id>/var_00.png ...`` and ``images/<id>/embeddings.npy``
-   ((1 + K, D): anchor then kept variations).
-
-``merge`` writes ``identities.parquet`` (one row per identity), ``latents.npy`` / ``z.npy`` /
-``embeddings.npy`` in id order, ``directions.npz`` and ``summary.json`` (target vs achieved per cell, the
-funnel, inter-identity similarity). DreamBooth reads ``identities.parquet`` and ``images/<id>/*.png``.
+Design: docs/design.md#the-identities-stage.
 """
 
 from __future__ import annotations
@@ -101,6 +89,7 @@ def provided_attributes(classifier: Any) -> tuple[str, ...]:
 class IdentitiesStage(Stage):
     name = "identities"
     upstream = ()
+    example = "gandiff identities identity.num=100 'identity.target={gender: {male: 0.5, female: 0.5}}'"
     config_keys = ("identity", "face", "attributes")
     ignore_keys = ("identity.batch_size", "identity.source.batch_size", "face.batch_size",
                    "face.detector.batch_size", "face.embedder.batch_size", "attributes.classifier.batch_size")

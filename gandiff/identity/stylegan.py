@@ -1,19 +1,12 @@
 """StyleGAN2 / StyleGAN3 generators as identity sources: load, save, sample, render.
 
-Checkpoint formats:
+NVlabs network pickles are read without executing their code (``gandiff.identity.stylegan_pickle``) and
+rebuilt natively from ``init_kwargs``; ``save_generator`` writes ``safetensors`` + JSON. Seeds, truncation
+and uint8 rounding follow NVlabs' ``gen_images.py``, so a seed gives the official image of NVlabs' float32
+path (the ``stylegan3`` repository on a CPU) bit for bit; NVIDIA's float16 path (its GPU code, and
+``stylegan2-ada-pytorch`` even on a CPU) differs by about 1e-3 relative and is rendered with ``fp16_res``.
 
-- NVlabs network pickles (``stylegan3-r-ffhq-1024x1024.pkl``, ``stylegan2-ffhq-1024x1024.pkl`` ...):
-  read by ``gandiff.identity.stylegan_pickle`` without executing the code stored in them; the ``G_ema``
-  record's ``init_kwargs`` rebuild the network natively and its tensors load with ``strict=True``.
-- ``safetensors`` + JSON (``save_generator``): ``<name>.safetensors`` holds the state dict under the NVlabs
-  parameter names, ``<name>.json`` holds ``{"format": "gandiff-stylegan", "arch", "init_kwargs"}``.
-
-Seeds follow NVlabs' ``gen_images.py`` (``z = RandomState(seed).randn(z_dim)``), truncation lerps
-``w`` towards ``w_avg`` (``truncation_cutoff`` limits it to the first layers), images are converted to
-uint8 with the same rounding, so a seed gives the official image of NVlabs' float32 path (the ``stylegan3``
-repository on a CPU), bit for bit. NVIDIA's code on a GPU, and ``stylegan2-ada-pytorch`` even on a CPU, run
-a StyleGAN2's top ``num_fp16_res`` resolutions in float16: those images differ from float32 ones by about
-1e-3 relative (a few uint8 levels at most); ``fp16_res`` reproduces that path (``gandiff.identity.stylegan2``).
+Design: docs/design.md#stylegan-sources.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
-"""StyleGAN2 generator (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN",
-arXiv:1912.04958), native PyTorch, inference only.
+"""StyleGAN2 generator (Karras et al. 2020, arXiv:1912.04958), native PyTorch, inference only.
 
-Module and parameter names, hyper-parameter names and defaults are those of NVlabs' ``stylegan3``
-repository (``training/networks_stylegan2.Generator``), so the state of an official ``G_ema`` loads with
-``load_state_dict(strict=True)`` and the ``init_kwargs`` stored in their pickles build the same network.
-The computation follows their float32 path: equalized learning rate (weights scaled at run time),
-modulated/demodulated convolution executed as one grouped convolution, 2x upsampling as a strided
-transposed convolution plus the [1, 3, 3, 1] FIR filter, constant or per-call noise, conv clamping, the
-"skip" (or "orig" / "resnet") image architecture.
+Module, parameter and hyper-parameter names are those of NVlabs' ``training/networks_stylegan2.Generator``,
+so an official ``G_ema`` loads with ``strict=True`` and their ``init_kwargs`` build the same network. Float32
+by default: the ``stylegan3`` repository's CPU path, bit for bit. ``set_fp16_res(n)``
+(``identity.source.fp16_res``) runs NVIDIA's float16 path for the top resolutions, operation for operation
+as stylegan2-ada-pytorch's reference ops (about 1e-3 relative from float32).
 
-Precision. By default every block runs in float32, which is the path of the ``stylegan3`` repository on a
-CPU (it forces float32 there): images match it bit for bit. NVIDIA's code otherwise runs the blocks of the
-top ``num_fp16_res`` resolutions in float16 (the ``stylegan3`` repository on a GPU; ``stylegan2-ada-pytorch``
-on a GPU *and* on a CPU), pre-scaling weights and styles against overflow and clamping activations at
-``conv_clamp``; float32 images then agree with theirs only to about 1e-3 relative. ``set_fp16_res(n)``
-(``identity.source.fp16_res``) runs that float16 path here: the same operations in the same order as
-stylegan2-ada-pytorch's reference (non-CUDA) ops, including its unfused modulation for batches > 1.
-``num_fp16_res`` in a checkpoint's ``init_kwargs`` is recorded but does not switch it on.
+Design: docs/design.md#stylegan2.
 """
 
 from __future__ import annotations

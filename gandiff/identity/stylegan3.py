@@ -1,16 +1,12 @@
-"""StyleGAN3 generator, configs T and R (Karras et al. 2021, "Alias-Free Generative Adversarial
-Networks", arXiv:2106.12423), native PyTorch, inference only.
+"""StyleGAN3 generator, configs T and R (Karras et al. 2021, arXiv:2106.12423), native PyTorch, inference only.
 
 Names and hyper-parameters are those of NVlabs' ``training/networks_stylegan3.Generator`` so official
-``G_ema`` states load strictly. The layer stack is derived from the hyper-parameters exactly as the paper's
-Sec. 3 / Appendix F describe it: cutoffs and stopbands grow geometrically from ``first_cutoff`` to
-``img_resolution / 2`` over the non-critical layers, sampling rates are the smallest power of two above
-twice the stopband, every layer applies a modulated convolution and the filtered leaky ReLU (upsample,
-nonlinearity, low-pass, downsample) with Kaiser-windowed filters (radially symmetric in config R).
-Config T and R differ only in ``conv_kernel`` (3 vs 1) and ``use_radial_filters``.
+``G_ema`` states load strictly. The layer stack (cutoffs, stopbands, sampling rates, Kaiser filters) is
+derived from the hyper-parameters as the paper's Sec. 3 / Appendix F describe; T and R differ only in
+``conv_kernel`` and ``use_radial_filters``. Filters built from the hyper-parameters agree with the buffers a
+checkpoint carries.
 
-The per-layer filters and the input's Fourier frequencies/phases are buffers in the checkpoint; building
-from hyper-parameters designs the filters with the same scipy routines, so they agree with the loaded ones.
+Design: docs/design.md#stylegan3.
 """
 
 from __future__ import annotations

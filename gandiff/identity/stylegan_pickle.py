@@ -1,29 +1,12 @@
 """Read NVlabs StyleGAN network pickles (``stylegan3-r-ffhq-1024x1024.pkl`` ...) without running their code.
 
-What is inside such a pickle. ``training_loop.py`` pickles a dict ``{"G", "D", "G_ema", "augment_pipe",
-"training_set_kwargs"}``. Every network module is an instance of a class decorated with
-``torch_utils.persistence.persistent_class``, whose ``__reduce__`` emits
-
-    torch_utils.persistence._reconstruct_persistent_obj(meta)
-    meta = {"type": "class", "version": 6, "module_src": <the whole networks_*.py source, a str>,
-            "class_name": "Generator", "state": <the module's __dict__>}
-
-and the official loader ``exec``\\ s ``module_src`` to rebuild the class: loading an untrusted pickle runs
-arbitrary code. ``state`` is an ``nn.Module.__dict__``: ``_parameters`` / ``_buffers`` / ``_modules``
-(``collections.OrderedDict``), plain attributes (ints, floats, lists, NumPy arrays and scalars),
-``_init_args`` / ``_init_kwargs`` (the constructor arguments, with ``dnnlib.util.EasyDict`` values), and
-submodules that are persistent objects themselves. Tensors are pickled by ``torch._utils._rebuild_tensor_v2``
-/ ``_rebuild_parameter`` over storages serialised by ``torch.storage._load_from_bytes`` (a legacy
-``torch.save`` of the storage).
-
-``RestrictedUnpickler`` resolves a fixed allow-list of globals, each mapped to a harmless stand-in:
-``_reconstruct_persistent_obj`` -> a ``PersistentObject`` record holding ``class_name`` and ``state`` (the
-source code is kept as an inert string and never compiled); ``_load_from_bytes`` -> ``torch.load(...,
-weights_only=True)``; ``EasyDict`` -> ``dict``; NumPy array/scalar reconstruction with every path to an
-object dtype refused (an object dtype, a dtype whose pickled state marks it as holding objects,
-``numpy.ndarray`` called directly, an array payload that is a list of objects). Any other global
-(``os.system``, ``builtins.eval``, ``subprocess.Popen``, a class from the pickled source ...) raises
+Their modules are ``persistent_class`` objects whose pickled form carries the whole ``networks_*.py`` source,
+which the official loader executes: loading an untrusted pickle runs arbitrary code. ``RestrictedUnpickler``
+resolves a fixed allow-list of globals to harmless stand-ins (the source stays an inert string; storages load
+with ``weights_only=True``; every path to a NumPy object dtype is refused); any other global raises
 ``UnsafePickleError`` naming it, before anything is called.
+
+Design: docs/design.md#reading-nvlabs-pickles-safely.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Training-time augmentation of aligned faces, on uint8 tensors ``(3, H, W)`` in the loader workers.
 
-Aligned faces are already centred and scaled by the 5-point similarity transform, so geometric
-augmentation stays small: a horizontal flip (faces are roughly symmetric; arcface_torch uses only this)
-and a few pixels of translation jitter (alignment noise). Photometric jitter, random erasing
-(occlusion) and RandAugment (Cubuk et al., NeurIPS 2020) are options for synthetic data, whose
-lighting and occlusion statistics are narrower than real photos'.
-
-Each sample's randomness is seeded from ``(seed, epoch, index)`` (see ``seeded_call``), not from the
-worker's RNG, so an epoch sees the same augmented images whatever the number of workers and after a
-resume.
+Aligned faces are already centred and scaled, so geometry stays small: a horizontal flip (all arcface_torch
+uses) and a few pixels of translation jitter. Photometric jitter, random erasing and RandAugment (Cubuk et al.
+2020) are options for synthetic data, whose lighting and occlusion are narrower than real photos'. Each
+sample's randomness is seeded from ``(seed, epoch, index)`` (``seeded_call``), not the worker's RNG, so an
+epoch sees the same images whatever the number of workers and after a resume.
 """
 
 from __future__ import annotations

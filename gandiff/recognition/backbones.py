@@ -1,16 +1,12 @@
 """Face-recognition backbones with insightface arcface_torch's exact parameter names and shapes.
 
-Every module attribute below is named as in ``recognition/arcface_torch/backbones/iresnet.py`` and
-``mobilefacenet.py`` (deepinsight/insightface, MIT), so that the published arcface_torch ``backbone.pth``
-files and MagFace's IResNet checkpoints (same layout once their ``features.module.`` prefix is stripped)
-load with ``load_state_dict(strict=True)``, and a ``backbone.pt`` saved here loads into arcface_torch.
+Named as in arcface_torch's ``backbones/iresnet.py`` and ``mobilefacenet.py``, so published ``backbone.pth``
+files and MagFace's IResNets (prefix stripped) load with ``strict=True``, and a ``backbone.pt`` saved here loads
+into arcface_torch. Input ``(B, 3, 112, 112)`` float RGB, ``(x - 127.5) / 127.5``; output ``(B, D)``
+un-normalised (the norm carries quality, which AdaFace uses). IResNet (Duta et al. 2020; insightface's ArcFace
+variant): 3x3 stem, four stages of pre-activation basic blocks, BN -> FC -> BatchNorm1d.
 
-Input: ``(B, 3, 112, 112)`` float, RGB, normalised as ``(x - 127.5) / 127.5``. Output: ``(B, D)``
-un-normalised embedding (its norm carries quality information, which AdaFace uses).
-
-IResNet (Duta et al., "Improved Residual Networks", 2020; insightface's ArcFace variant): a 3x3 stem at
-stride 1, four stages of pre-activation basic blocks (BN-conv-BN-PReLU-conv-BN) whose first block
-downsamples, then BN -> flatten (512x7x7) -> dropout -> FC -> BatchNorm1d with a frozen unit scale.
+Design: docs/design.md#backbones.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Data for recognizer training: any exported dataset in, uint8 face batches out.
 
-The dataset comes from ``gandiff.datasets.readers.open_dataset`` (image folder, insightface RecordIO,
-WebDataset: every export format and real datasets in the same formats) or any object with the same
-interface: ``len(ds)``, ``ds[i]`` -> an item holding an RGB uint8 (112, 112, 3) image and an int label
-(a ``Sample``, a mapping with ``image``/``label`` keys or a tuple ``(image, label, ...)``),
-``ds.num_classes``, and ideally ``ds.labels`` (all labels without decoding images). ``FaceRecords`` is the thin adapter.
+The dataset comes from ``gandiff.datasets.readers.open_dataset`` (every export format, and real datasets in
+the same formats) or anything with its interface (``FaceRecords`` is the adapter). Batches stay uint8 until
+the device (4x less traffic than float32). ``SeededSampler`` orders by (seed, epoch), splits across DDP ranks
+and resumes mid-epoch through the loader's ``state_dict``, so a resumed run sees exactly the batches an
+uninterrupted one sees. Unreadable images are skipped and counted per batch.
 
-Batches stay uint8 until they reach the device (4x less host-to-device traffic than float32); the
-module normalises them there. Order is decided by ``SeededSampler``: a permutation of (seed, epoch),
-split across DDP ranks without a distributed sampler, and resumable mid-epoch through the loader's
-``state_dict`` (Lightning saves it in checkpoints), so a resumed run sees exactly the batches an
-uninterrupted run would have seen. Unreadable images are skipped and counted per batch.
+Design: docs/design.md#the-data-module.
 """
 
 from __future__ import annotations

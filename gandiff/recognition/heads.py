@@ -1,24 +1,12 @@
 """Margin heads: class centres, cosine logits and the margin that makes face embeddings discriminative.
 
-Every head holds ``weight`` (C*K, D) (K = sub-centres per class, 1 by default), normalises embeddings and
-centres, and returns scaled logits ``s * f(cos)`` (B, C) for a plain cross-entropy. Only the target
-class's logit is changed. Labels of -1 (insightface's convention for "not on this rank") get no margin.
+Every head holds ``weight`` (C*K, D) (K sub-centres per class), normalises embeddings and centres, and returns
+``s * f(cos)`` (B, C) for a plain cross-entropy; only the target logit changes and labels of -1 get no margin.
+ArcFace (Deng et al. 2019), CosFace (Wang et al. 2018), insightface's combined margin, AdaFace (Kim et al.
+2022, after the authors' ``head.py``) and sub-centre ArcFace (Deng et al. 2020). The heads compute in float32
+whatever the autocast state: margins near cos = 1 need the precision.
 
-- ArcFace (Deng et al., CVPR 2019): ``cos(theta + m)``; where ``theta + m > pi`` the curve would turn back
-  up, so insightface switches to ``cos(theta) - m * sin(pi - m)`` (``easy_margin``: no margin where
-  ``cos <= 0``). Computed as ``cos*cos(m) - sin*sin(m)`` with ``sin = sqrt(max(1 - cos^2, eps))``, so the
-  gradient stays finite at ``cos = +-1`` (``acos`` has an infinite slope there).
-- CosFace (Wang et al., CVPR 2018): ``cos(theta) - m``.
-- Combined margin (insightface): ``cos(m1*theta + m2) - m3``; ``(1, m, 0)`` is ArcFace, ``(1, 0, m)``
-  CosFace, ``(m, 0, 0)`` SphereFace-like.
-- AdaFace (Kim et al., CVPR 2022): the margin adapts to image quality, read from the feature norm
-  ``||z||`` standardised by an EMA of the batch mean and std: ``q = clip(h * (||z|| - mu) / (sigma + eps),
-  -1, 1)``; target ``cos(theta - m*q) - (m + m*q)`` (angular margin for hard/low-quality samples, additive
-  for easy/high-quality ones). Follows the authors' ``head.py`` (cos clamped to +-(1 - 1e-3)).
-- Sub-centre ArcFace (Deng et al., ECCV 2020): K centres per class, the class cosine is their max, so
-  noisy images gather around a non-dominant centre instead of pulling the main one.
-
-The heads compute in float32 whatever the autocast state: margins near cos = 1 need the precision.
+Design: docs/design.md#margin-heads.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """A held-out verification set made from the training dataset's own identities.
 
-Public benchmarks (LFW, CFP-FP, AgeDB-30 ``.bin`` files) need downloads; a synthetic dataset can always
-be checked against itself. Two ways to hold images out (``trainer.heldout``):
+Public benchmarks need downloads; a synthetic dataset can always be checked against itself
+(``trainer.heldout``): ``images`` (closed set: part of each identity's images held out, the check that works
+for tiny datasets) or ``identities`` (open set: whole identities held out, what benchmarks measure). Pairs
+follow the insightface ``.bin`` convention (pair ``p`` = images ``2p`` and ``2p + 1``), half mated, half
+non-mated, shuffled so each of the 10 folds holds both.
 
-- ``images`` (closed set): from every identity with at least 4 images, ``heldout_fraction`` of its images
-  (at least 2, leaving at least 2 for training) are kept out of training. The pairs then test whether
-  the model recognises *unseen images* of identities it was trained on — the easier check, and the one
-  that works for tiny datasets.
-- ``identities`` (open set, what verification benchmarks measure): ``heldout_fraction`` of the identities
-  (at least 2) with at least 2 images are removed from training altogether; training labels are
-  renumbered 0..C'-1. Pairs test generalisation to new people.
-
-Pairs follow the insightface ``.bin`` convention: pair ``p`` is images ``2p`` and ``2p + 1``, ``issame[p]``
-says whether they are the same identity. Half the pairs are mated (sampled uniformly from all
-within-identity pairs), half non-mated (uniform pairs of different identities), and their order is
-shuffled, so each of the 10 folds of the protocol holds both kinds (chance level is 50%).
+Design: docs/design.md#held-out-pairs.
 """
 
 from __future__ import annotations

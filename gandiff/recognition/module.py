@@ -1,17 +1,12 @@
 """The recognizer LightningModule: an injected backbone, a margin head, cross-entropy, SGD/AdamW.
 
-The backbone and the head are built outside (``build_backbone`` / ``build_head``) and passed in, so any
-``nn.Module`` mapping ``(B, 3, 112, 112)`` to ``(B, D)`` trains here. Their specs (plain dicts) are saved
-as hyper-parameters, so a checkpoint rebuilds the same model (``load_recognizer``) and loads with
-``torch.load(weights_only=True)``.
+The backbone and head are built outside (``build_backbone`` / ``build_head``) and passed in, so any
+``nn.Module`` mapping ``(B, 3, 112, 112)`` to ``(B, D)`` trains here; their specs are saved as plain-type
+hyper-parameters, so checkpoints load with ``weights_only=True`` (``load_recognizer``). On GPU: uint8
+batches normalised on the device, channels-last, ``bf16-mixed`` (embedding layer and head in float32),
+optional ``compile``. A non-finite loss raises ``NonFiniteLossError`` naming the step and the batch's indices.
 
-Speed on GPU: batches arrive as uint8 and are normalised on the device; the backbone runs channels-last
-under Lightning's ``bf16-mixed`` autocast (the embedding layer and the margin head stay float32);
-``compile=True`` compiles the backbone's forward in place (parameter names unchanged).
-
-A NaN or infinite loss stops the run with ``NonFiniteLossError`` naming the step and the dataset
-indices of that batch. The check is made every ``nan_check_every`` steps (each check waits for the
-GPU); the losses and indices of the steps in between are kept, so the first bad step is still named.
+Design: docs/design.md#the-recognizer-module.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The ``train`` stage: a recognizer trained on the export stage's dataset proves (or not) its worth.
 
-One item, ``model``. Outputs in ``train/<key>/``:
+One item, ``model``, in ``train/<key>/``: ``backbone.pt`` (insightface state dict), ``backbone.onnx``,
+``metrics.json`` (loss curve, validation accuracy on the dataset's own held-out pairs and any
+``trainer.val_bins``, skipped images; no timings, those are in ``stage.json``) and the latest Lightning
+checkpoint, from which a killed run resumes. A dataset with fewer than two identities cannot train a margin
+head: ``trainer.on_empty=skip`` (the default) records why and the run goes on; ``error`` stops it.
 
-- ``backbone.pt`` (insightface state dict), ``backbone.onnx`` (insightface input layout, dynamic batch);
-- ``metrics.json``: loss curve, validation accuracy per epoch (held-out pairs of the dataset's own
-  identities, and any ``trainer.val_bins``), skipped images (images/s is a timing: ``stage.json``'s
-  ``timings``, so that two identical trainings write the same bytes here);
-- ``checkpoints/``: the latest Lightning checkpoint. A killed run resumes from it when the stage reruns
-  (the ``model`` item is not recorded until training and exports are complete).
-
-An export with fewer than two identities (the demo's tiny diffusion model can make curation reject
-everything) cannot train a margin head. With ``trainer.on_empty=skip`` (the default) the stage records
-``status: skipped`` and the reason in the row and ``metrics.json``, writes no model, and the run goes on
-(the evaluate stage sees no ``backbone.onnx`` and says why); ``error`` stops the run instead.
+Design: docs/design.md#the-train-stage.
 """
 
 from __future__ import annotations
@@ -50,6 +44,7 @@ def open_training_data(data: str, export_dir: Path) -> tuple[Any, str]:
 class TrainStage(Stage):
     name = "train"
     upstream = ("export",)
+    example = "gandiff train recognizer=iresnet50 trainer.max_epochs=20"
     config_keys = ("recognizer", "trainer")
     # Speed only: workers, compilation, the validation batch size, how often the loss is checked for NaN.
     ignore_keys = ("trainer.num_workers", "trainer.compile", "trainer.val_batch_size", "trainer.nan_check_every")

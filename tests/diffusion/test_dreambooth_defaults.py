@@ -45,11 +45,12 @@ def test_schedules_are_diffusers_get_scheduler(name, warmup):
 def test_the_module_schedules_as_diffusers():
     from diffusers.optimization import get_scheduler
 
-    from gandiff.diffusion.dreambooth import DreamBoothModule
+    from gandiff.diffusion.dreambooth import DreamBoothModule, GroupNetworks
+    from gandiff.diffusion.schema import DreamBoothConfig
 
     net = torch.nn.Linear(2, 2)
-    module = DreamBoothModule(net, torch.ones(10), "epsilon", 1, list(net.parameters()), learning_rate=1e-3,
-                              lr_scheduler="constant_with_warmup", lr_warmup_steps=4, max_steps=12)
+    settings = DreamBoothConfig(learning_rate=1e-3, lr_scheduler="constant_with_warmup", lr_warmup_steps=4, steps=12)
+    module = DreamBoothModule(GroupNetworks(net, 1, list(net.parameters())), torch.ones(10), "epsilon", settings)
     conf = module.configure_optimizers()
     assert conf["lr_scheduler"]["interval"] == "step"
     ours = [conf["optimizer"].param_groups[0]["lr"]]
@@ -92,14 +93,14 @@ def test_the_stage_trains_at_the_mode_default(tmp_path, tiny_base, monkeypatch, 
 
     seen = []
 
-    def capture(comps, identities, classes, settings, *args, **kwargs):
-        seen.append(settings)
+    def capture(module):  # the optimizer the Trainer is about to step with
+        seen.append(module)
         raise _Stop
 
-    monkeypatch.setattr(db, "train_group", capture)
+    monkeypatch.setattr(db.DreamBoothModule, "configure_optimizers", capture)
     cfg = compose_run(tmp_path, tiny_base, "identity.num=1", f"dreambooth.mode={mode}", "dreambooth.prior_weight=0",
                       "dreambooth.learning_rate=null")
     run_stage(cfg, "identities")
     with pytest.raises(_Stop):
         run_stage(cfg, "dreambooth")
-    assert seen[0].learning_rate == DEFAULT_LEARNING_RATES[mode]
+    assert seen[0].lr == DEFAULT_LEARNING_RATES[mode] and seen[0].settings.mode == mode

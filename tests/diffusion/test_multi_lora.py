@@ -94,7 +94,8 @@ def _train(tiny, identities, steps: int, max_grad_norm: float):
     """Run the DreamBooth module's own step (loss, per-adapter clipping, AdamW) by hand, without a Trainer."""
     from diffusers import DDPMScheduler
 
-    from gandiff.diffusion.dreambooth import ClassData, DreamBoothModule, StepBatches
+    from gandiff.diffusion.dreambooth import ClassData, DreamBoothModule, GroupNetworks, StepBatches
+    from gandiff.diffusion.schema import DreamBoothConfig
 
     sched = DDPMScheduler.from_config(tiny.scheduler_config)
     g = torch.Generator().manual_seed(7)
@@ -117,15 +118,10 @@ def _train(tiny, identities, steps: int, max_grad_norm: float):
         for i, d in enumerate(identities):
             lora.reset_adapter(i, d.seed)
         module = DreamBoothModule(
-            tiny.unet,
+            GroupNetworks(tiny.unet, len(identities), lora.parameters(), lora),
             sched.alphas_cumprod,
             "epsilon",
-            len(identities),
-            lora.parameters(),
-            lora,
-            learning_rate=1e-3,
-            max_steps=steps,
-            max_grad_norm=max_grad_norm,
+            DreamBoothConfig(learning_rate=1e-3, steps=steps, max_grad_norm=max_grad_norm),
         )
         opt = module.configure_optimizers()["optimizer"]
         grads = []

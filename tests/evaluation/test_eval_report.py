@@ -10,7 +10,9 @@ import pytest
 
 from gandiff.artifacts import ItemStore, atomic_write_json
 from gandiff.config import compose
+from gandiff.evaluation import document as D
 from gandiff.evaluation import report as R
+from gandiff.evaluation import sweep as S
 from gandiff.pipeline import StageContext
 
 
@@ -71,7 +73,7 @@ def test_report_stage_writes_self_contained_html(tmp_path, evaluated):
     st.process(ctx, st.items(ctx))
     counts = st.merge(ctx, ["report"])
     text = (ctx.dir / "report.html").read_text()
-    n, problems = R.html_images_ok(text)
+    n, problems = D.html_images_ok(text)
     assert problems == [] and n == counts["images"]
     # samples, histograms + ROC/DET for both embedders, fairness bars (gender, age_bin of the GAN items)
     assert n >= 1 + 4 + 4
@@ -98,7 +100,7 @@ def test_report_of_an_empty_export_says_so(tmp_path, builders):
     st.merge(ctx, st.items(ctx))
     rep = build_report("t", {}, ctx.dir, identities_dir=inputs["identities"])
     text = rep.to_html()
-    assert "The exported dataset is EMPTY" in text and R.html_images_ok(text)[1] == []
+    assert "The exported dataset is EMPTY" in text and D.html_images_ok(text)[1] == []
     # the diffusion side is still shown, from every generated face before selection, beside the GAN side
     assert "generate-face" in text and "gan-face" in text and "generated_vs_gan/face" in text
 
@@ -111,7 +113,7 @@ def test_report_opens_in_chromium(tmp_path, evaluated):
     cfg, inputs = evaluated
     rep = build_report("t", {}, inputs["evaluate"], identities_dir=inputs["identities"])
     files = rep.write(tmp_path / "rep")
-    loaded, shown = R.browser_check(files["html"])
+    loaded, shown = D.browser_check(files["html"])
     assert shown == len(rep.images) > 0 and loaded == shown
 
 
@@ -123,18 +125,18 @@ def test_sweep_report_compares_evaluations(tmp_path, evaluated):
         atomic_write_json(run / "evaluate" / k / "stage.json", {"inputs": {"export": {"key": f"e{k}"}}})
         (run / "export" / f"e{k}").mkdir(parents=True)
         (run / "export" / f"e{k}" / "tag.txt").write_text(tag + "\n")
-    found = R.find_evaluations(run)
+    found = S.find_evaluations(run)
     assert [label for label, _ in found] == ["min_sim=0.3", "min_sim=0.5"]
-    files = R.sweep_report(run, tmp_path / "sweep")
+    files = S.sweep_report(run, tmp_path / "sweep")
     text = files["html"].read_text()
-    n, problems = R.html_images_ok(text)
+    n, problems = D.html_images_ok(text)
     assert problems == [] and n == 4 and text.count("min_sim=0.5") >= 2
     with pytest.raises(FileNotFoundError, match="no evaluate/ folder and no Hydra jobs"):
-        R.find_evaluations(tmp_path / "curate")
+        S.find_evaluations(tmp_path / "curate")
 
 
 def test_html_images_ok_catches_broken_images():
-    n, problems = R.html_images_ok("<img alt='x' src='data:image/png;base64,AAAA'><img alt='y' src='x.png'>")
+    n, problems = D.html_images_ok("<img alt='x' src='data:image/png;base64,AAAA'><img alt='y' src='x.png'>")
     assert n == 2 and len(problems) == 2
 
 
@@ -176,10 +178,10 @@ def test_sweep_labels_name_gan_only_chains_and_what_tells_the_others_apart(tmp_p
     stage("generate", "g_b", {"prompts": {"negative": "y"}}, {"dreambooth": "d"})
     for c, g in (("c_gan", "g_gan"), ("c_a", "g_a"), ("c_b", "g_b")):
         stage("curate", c, {}, {"generate": g})
-    assert R._generation_source(tmp_path, {"curate": {"key": "c_gan"}}) == "gan"
-    assert R._generation_source(tmp_path, {"curate": {"key": "c_a"}}) == "diffusion"
+    assert S._generation_source(tmp_path, {"curate": {"key": "c_gan"}}) == "gan"
+    assert S._generation_source(tmp_path, {"curate": {"key": "c_a"}}) == "diffusion"
     for e, c in (("e_a", "c_a"), ("e_b", "c_b")):
         stage("evaluate", e, {}, {"curate": c})
-    labels = R._distinct_labels([("tag", tmp_path / "evaluate" / "e_a"), ("tag", tmp_path / "evaluate" / "e_b"),
+    labels = S._distinct_labels([("tag", tmp_path / "evaluate" / "e_a"), ("tag", tmp_path / "evaluate" / "e_b"),
                                            ("other", tmp_path / "evaluate" / "e_b")])
     assert [lab for lab, _ in labels] == ["tag [prompts.negative=x]", "tag [prompts.negative=y]", "other"]
