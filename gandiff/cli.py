@@ -56,7 +56,10 @@ def _example(command: str) -> str:
         return RUN_EXAMPLE
     from gandiff.pipeline import stage_class
 
-    return stage_class(command).example
+    try:
+        return stage_class(command).example
+    except Exception as e:  # noqa: BLE001 - a stage that cannot load must not take the help text down with it
+        return f"(cannot load this stage: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
 
 
 def _help() -> str:

@@ -35,6 +35,7 @@ from gandiff.artifacts import (
 )
 from gandiff.distributed import is_leader, job_token, launched_together, process_rank
 from gandiff.errors import UserError
+from gandiff.schema import plain
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +154,6 @@ def load_stage(name: str) -> Stage:
 # --------------------------------------------------------------------------------------------- config keys
 
 
-def _plain(cfg: Any, key: str) -> Any:
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.select(cfg, key, throw_on_missing=True)
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
 def _drop(d: Any, dotted: str) -> None:
     head, _, rest = dotted.partition(".")
     if isinstance(d, dict) and head in d:
@@ -182,8 +176,8 @@ def _logical(value: Any) -> Any:
 
 def stage_config(cfg: Any, stage: Stage) -> dict[str, Any]:
     """The part of the config that decides a stage's outputs, as plain values."""
-    own = {k: _logical(_plain(cfg, k)) for k in stage.config_keys_for(cfg)}
-    own["seed"] = _plain(cfg, "seed")
+    own = {k: _logical(plain(cfg, k)) for k in stage.config_keys_for(cfg)}
+    own["seed"] = plain(cfg, "seed")
     for k in stage.ignore_keys:
         _drop(own, k)
     return own
@@ -234,7 +228,7 @@ def upstream_records(folders: Iterable[Path]) -> Iterator[dict[str, Any]]:
 
 
 def stage_dir(cfg: Any, name: str, key: str | None = None) -> Path:
-    return Path(_plain(cfg, "paths.run_dir")).resolve() / name / (key or stage_key(cfg, name))
+    return Path(plain(cfg, "paths.run_dir")).resolve() / name / (key or stage_key(cfg, name))
 
 
 def _versions() -> dict[str, str]:
@@ -289,7 +283,7 @@ def _parse_forced(values: Sequence[str]) -> dict[str, str]:
 
 def register_plugins(cfg: Any) -> None:
     """Make the config's extra stages (``plugins: {name: module:Class}``) loadable by name."""
-    for name, target in (_plain(cfg, "plugins") or {}).items():
+    for name, target in (plain(cfg, "plugins") or {}).items():
         try:
             stages.register(name, target)
         except ValueError as e:
@@ -306,11 +300,11 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     stage = load_stage(name)
     cache: dict[str, str] = {}
     key = stage_key(cfg, name, cache)
-    forced = _parse_forced(_plain(cfg, "force_inputs"))
+    forced = _parse_forced(plain(cfg, "force_inputs"))
     # In a multi-process job, ranks > 0 follow rank 0, except in data stages split into shards: there each
     # process is one shard's worker (srun -n4 bash -c 'gandiff generate shard.count=4 shard.index=$SLURM_PROCID').
     call = _next_call() if stage.distributed else 0
-    if not is_leader() and (stage.distributed or int(_plain(cfg, "shard.count")) == 1):
+    if not is_leader() and (stage.distributed or int(plain(cfg, "shard.count")) == 1):
         return _follow_stage(cfg, stage, key, cache, forced, call)
     plan = _plan_file(cfg, stage, key, call) if is_leader() else None
     if plan is None:
@@ -350,14 +344,14 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     name = stage.name
     inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream_for(cfg)}
     out_dir = stage_dir(cfg, name, key)
-    run_dir = Path(_plain(cfg, "paths.run_dir")).resolve()
+    run_dir = Path(plain(cfg, "paths.run_dir")).resolve()
     own_cfg = stage_config(cfg, stage)
     input_fps = {u: read_json(p / "stage.json")["outputs"] for u, p in inputs.items()}
-    shard_index, shard_count = int(_plain(cfg, "shard.index")), int(_plain(cfg, "shard.count"))
+    shard_index, shard_count = int(plain(cfg, "shard.index")), int(plain(cfg, "shard.count"))
 
     input_record = {u: {"key": p.name, "outputs": input_fps[u]} for u, p in inputs.items()}
     done_json, started_json = out_dir / "stage.json", out_dir / "config.json"
-    if _plain(cfg, "overwrite") and out_dir.exists():
+    if plain(cfg, "overwrite") and out_dir.exists():
         log.info("%s: overwrite=true, removing %s", name, out_dir)
         shutil.rmtree(out_dir)
     if done_json.exists():
@@ -491,8 +485,8 @@ def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], force
                     waited(f"stage {u!r} to be finished by rank 0")
         todo = None
     ctx = StageContext(
-        name=name, cfg=cfg, run_dir=Path(_plain(cfg, "paths.run_dir")).resolve(), dir=out_dir, key=key,
-        inputs=inputs, shard_index=int(_plain(cfg, "shard.index")), shard_count=int(_plain(cfg, "shard.count")),
+        name=name, cfg=cfg, run_dir=Path(plain(cfg, "paths.run_dir")).resolve(), dir=out_dir, key=key,
+        inputs=inputs, shard_index=int(plain(cfg, "shard.index")), shard_count=int(plain(cfg, "shard.count")),
         items=ItemStore(out_dir, verify=stage.verify, readonly=True), tracker=None, leader=False,
     )
     if todo is None:
@@ -522,7 +516,7 @@ def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = N
     Without an explicit list, a stage that no later stage reads under this config is left out (with
     ``generation.source=gan`` nothing reads the DreamBooth adapters, so DreamBooth does not run).
     """
-    explicit = list(stages or _plain(cfg, "stages") or [])
+    explicit = list(stages or plain(cfg, "stages") or [])
     stages = explicit or _needed(cfg, list(STAGE_ORDER))
     results = []
     for n, name in enumerate(stages):

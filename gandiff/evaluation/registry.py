@@ -124,9 +124,9 @@ def registered(*entries: Evaluator | Analysis | Section) -> Iterator[None]:
 def _builtins() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
-        for module in BUILTINS:
+        for module in BUILTINS:  # a failed import raises again next time: no silently partial registry
             importlib.import_module(module)
+        _loaded = True
 
 
 def evaluators() -> list[Evaluator]:

@@ -28,16 +28,11 @@ from gandiff.artifacts import (
     write_table,
 )
 from gandiff.pipeline import Stage, StageContext, StageError
+from gandiff.schema import plain
 
 log = logging.getLogger(__name__)
 
 SEED_STRIDE = 1_000_000  # candidate seeds of global seed s start at first_seed + s * SEED_STRIDE
-
-
-def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _device(cfg: Any) -> str:
@@ -54,7 +49,7 @@ def build_source(cfg: Any, device: str) -> Any:
     if idc.impl == "nvlabs":
         from gandiff.identity.nvlabs import NVlabsStyleGANSource
 
-        src = _plain(idc.source)
+        src = plain(idc.source)
         if "checkpoint" not in src:
             raise StageError("identity.impl=nvlabs needs identity.source.checkpoint (an NVlabs .pkl)")
         return NVlabsStyleGANSource(checkpoint=src["checkpoint"], nvlabs_path=str(idc.nvlabs_path), device=device,
@@ -132,7 +127,7 @@ class IdentitiesStage(Stage):
         cfg, idc = ctx.cfg, ctx.cfg.identity
         source, analyzer = self.models(cfg)
         try:
-            target = parse_target(_plain(idc.target), int(idc.num), provided_attributes(analyzer.classifier))
+            target = parse_target(plain(idc.target), int(idc.num), provided_attributes(analyzer.classifier))
         except TargetError as e:
             raise StageError(str(e)) from None
         log.info("identities: target %s over %s", {target.label(c): q for c, q in target.quotas.items()},

@@ -17,16 +17,11 @@ from typing import Any
 
 from gandiff.artifacts import atomic_write_json, read_json, write_table
 from gandiff.pipeline import Stage, StageContext, StageError
+from gandiff.schema import plain
 
 log = logging.getLogger(__name__)
 
 MODEL = "model"
-
-
-def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def open_training_data(data: str, export_dir: Path) -> tuple[Any, str]:
@@ -106,9 +101,9 @@ class TrainStage(Stage):
         seed = int(ctx.cfg.seed)
         L.seed_everything(seed, workers=True, verbose=False)
         dm = FaceDataModule(dataset, batch_size=int(t.batch_size), seed=seed, num_workers=int(t.num_workers),
-                            augment=_plain(t.augment), heldout=str(t.heldout),
+                            augment=plain(t.augment), heldout=str(t.heldout),
                             heldout_fraction=float(t.heldout_fraction), heldout_pairs=int(t.heldout_pairs),
-                            val_bins=_plain(t.val_bins), val_batch_size=int(t.val_batch_size), source=where)
+                            val_bins=plain(t.val_bins), val_batch_size=int(t.val_batch_size), source=where)
         backbone_spec = {"name": str(r.backbone), "embedding_size": int(r.embedding_size),
                          "dropout": float(r.dropout), "fp16": bool(r.fp16)}
         head_spec = {"name": str(r.head), "num_classes": int(dm.num_classes), "embedding_size": int(r.embedding_size),
@@ -125,7 +120,7 @@ class TrainStage(Stage):
             bn_weight_decay=bool(t.bn_weight_decay))
         try:
             metrics = fit_recognizer(
-                module, dm, ctx.dir, accelerator=str(t.accelerator), devices=_plain(t.devices),
+                module, dm, ctx.dir, accelerator=str(t.accelerator), devices=plain(t.devices),
                 strategy=str(t.strategy), num_nodes=int(t.num_nodes), precision=str(t.precision),
                 max_epochs=int(t.max_epochs), max_steps=int(t.max_steps),
                 gradient_clip_val=float(t.gradient_clip_val), log_every_n_steps=int(t.log_every_n_steps),

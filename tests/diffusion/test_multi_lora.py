@@ -155,8 +155,8 @@ def test_batching_does_not_mix_identities(tiny):
             assert (gt[k] - ga[0]).norm() <= 1e-4 * ga[0].norm() + 1e-12
         for gt, ga in zip(grads[1], alone_grads[1]):  # step 2: Adam's first step amplifies float noise a bit
             assert (gt[k] - ga[0]).norm() <= 1e-3 * ga[0].norm()
-        for name, v in alone[0].items():
-            assert (together[k][name] - v).norm() <= 1e-4 * v.norm(), name
+        for name, v in alone[0].items():  # after two AdamW steps: the float noise of step 2's gradients, amplified
+            assert (together[k][name] - v).norm() <= 1e-3 * v.norm(), name
     # And the identities did learn different things.
     name = next(n for n in together[0] if "lora_B" in n)
     assert not torch.allclose(together[0][name], together[1][name])
