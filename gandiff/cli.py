@@ -18,7 +18,8 @@ from gandiff.stages import STAGE_ORDER
 log = logging.getLogger("gandiff")
 COMMAND_ENV = "GANDIFF_COMMAND"  # the stage a DDP rank re-launched by Lightning runs (see main)
 
-# Each stage's example is its class's ``example`` (gandiff.stages lists the classes); `run` is not a stage.
+# Each stage's example is its class's ``example``, read from gandiff.stages (which records the built-in
+# ones, so the help imports no stage module); `run` is not a stage.
 RUN_EXAMPLE = "gandiff run experiment=demo        # every stage in order (the default experiment)"
 TOOLS = {
     "faces": ("gandiff.face.cli:main", "gandiff faces photo.jpg other.jpg   # detections, attributes, similarity"),
@@ -51,13 +52,13 @@ same command to resume; a second run does no work. With no overrides the embedde
 
 
 def _example(command: str) -> str:
-    """The worked example of a stage (its class's ``example``; importing a stage module is cheap) or of run."""
+    """The worked example of a stage (``gandiff.stages.example``: no import for a built-in one) or of run."""
     if command == "run":
         return RUN_EXAMPLE
-    from gandiff.pipeline import stage_class
+    from gandiff.stages import example
 
     try:
-        return stage_class(command).example
+        return example(command)
     except Exception as e:  # noqa: BLE001 - a stage that cannot load must not take the help text down with it
         return f"(cannot load this stage: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
 
@@ -82,18 +83,20 @@ def _task(cfg: Any, command: str) -> dict[str, Any] | None:
     setup_logging()
     cfg.stage = command
     try:
-        validate(cfg)
+        settings = validate(cfg)  # once, here: every stage's ctx.settings is this object
         if command == "generate" and cfg.generation.replay:
             return _replay(cfg)
         run_dir = OmegaConf.select(cfg, "paths.run_dir")
         # DDP ranks > 0 write nothing, trackers included: the run is logged once, by rank 0.
-        with open_tracker(cfg.logger.kind if is_leader() else "none", f"{run_dir}/tracking", name=f"{cfg.experiment_name}-{cfg.stage}",
-                          project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                          config=OmegaConf.to_container(cfg, resolve=True), tags=list(cfg.logger.tags)) as tracker:
+        with open_tracker(
+                cfg.logger.kind if is_leader() else "none", f"{run_dir}/tracking",
+                name=f"{cfg.experiment_name}-{cfg.stage}", project=cfg.logger.project, entity=cfg.logger.entity,
+                mode=cfg.logger.mode, config=OmegaConf.to_container(cfg, resolve=True),
+                tags=list(cfg.logger.tags)) as tracker:
             if cfg.stage == "run":
-                results = run_pipeline(cfg, tracker=tracker)
+                results = run_pipeline(cfg, tracker=tracker, settings=settings)
             else:
-                results = [run_stage(cfg, cfg.stage, tracker=tracker)]
+                results = [run_stage(cfg, cfg.stage, tracker=tracker, settings=settings)]
     except (UserError, FileNotFoundError) as e:
         log.error("%s", e)
         raise SystemExit(2) from None

@@ -31,7 +31,7 @@ CONF_DIR = Path(os.environ.get("GANDIFF_CONF_DIR", Path(__file__).resolve().pare
 
 @dataclass
 class PathsConfig:
-    root: str = "experiments"  # every run folder goes under here
+    root: str = "${oc.env:GANDIFF_ROOT,experiments}"  # run folders go here: GANDIFF_ROOT, else ./experiments
     run_dir: str = "${paths.root}/${experiment_name}"
 
 
@@ -64,7 +64,7 @@ class Config:
     stages: list[str] = field(default_factory=list)  # what `gandiff run` runs, in order; empty: every stage
     # Extra stages: name -> "module:Class" (a gandiff.pipeline.Stage subclass), e.g. your own curation.
     plugins: dict[str, str] = field(default_factory=dict)
-    experiment_name: str = "demo"
+    experiment_name: str = "default"  # experiment files set their own; it names the run folder
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     overwrite: bool = False  # redo a finished stage whose folder already exists

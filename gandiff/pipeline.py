@@ -6,7 +6,8 @@ lists its ``items(ctx)``, makes and records them in ``process(ctx, keys)`` and w
 files are intact, merges once every shard is done and writes ``stage.json`` last. Each stage writes under
 ``${paths.run_dir}/<stage>/<key>/``, the key hashing its config groups and its upstream stages' keys, so a
 config decides every folder before anything runs (``force_inputs=<stage>:<key>`` builds on another).
-
+One module: one contract; keys, resume, shards and the DDP ranks' plan decide together what a stage
+folder holds, through shared private helpers (``_find_input``, ``_plan_file``).
 Design: docs/design.md#the-stage-contract.
 """
 
@@ -102,11 +103,17 @@ class StageContext:
     # Speed figures of this call (images/s ...): they go to stage.json's ``timings``, never into result files,
     # so that two identical runs write the same result bytes.
     timings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``cfg`` already validated (``gandiff.config.validate(cfg)``, as the CLI does once at start); None: built
+    # on first read of ``settings``.
+    validated: Any = dataclasses.field(default=None, repr=False)
 
     @functools.cached_property
     def settings(self) -> Any:
-        """The validated typed config (``gandiff.config.Config``), built from ``cfg`` once, on first read: a
-        stage reads its group as ``ctx.settings.recognizer`` and passes those typed objects down."""
+        """The validated typed config (``gandiff.config.Config``): ``validated`` when the caller passed it,
+        else built from ``cfg`` once, on first read. A stage reads its group as ``ctx.settings.recognizer``
+        and passes those typed objects down."""
+        if self.validated is not None:
+            return self.validated
         from gandiff.config import validate
 
         return validate(self.cfg)
@@ -290,11 +297,13 @@ def register_plugins(cfg: Any) -> None:
             raise StageError(str(e)) from None
 
 
-def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
+def run_stage(cfg: Any, name: str, tracker: Any = None, *, settings: Any = None) -> dict[str, Any]:
     """Run one stage (this process's shard of it) and return its summary.
 
     The summary has ``status``: "done" (this call finished the stage), "up-to-date" (nothing to do),
-    or "shard-done" (this shard is done, other shards are not yet).
+    or "shard-done" (this shard is done, other shards are not yet). ``settings``: ``validate(cfg)`` when the
+    caller has it (the CLI validates once at start), the stage's ``ctx.settings``; None: its context builds
+    them when first read.
     """
     register_plugins(cfg)
     stage = load_stage(name)
@@ -305,12 +314,12 @@ def run_stage(cfg: Any, name: str, tracker: Any = None) -> dict[str, Any]:
     # process is one shard's worker (srun -n4 bash -c 'gandiff generate shard.count=4 shard.index=$SLURM_PROCID').
     call = _next_call() if stage.distributed else 0
     if not is_leader() and (stage.distributed or int(plain(cfg, "shard.count")) == 1):
-        return _follow_stage(cfg, stage, key, cache, forced, call)
+        return _follow_stage(cfg, stage, key, cache, forced, call, settings)
     plan = _plan_file(cfg, stage, key, call) if is_leader() else None
     if plan is None:
-        return _lead_stage(cfg, stage, key, cache, forced, tracker, None)
+        return _lead_stage(cfg, stage, key, cache, forced, tracker, None, settings)
     try:
-        return _lead_stage(cfg, stage, key, cache, forced, tracker, plan)
+        return _lead_stage(cfg, stage, key, cache, forced, tracker, plan, settings)
     except BaseException as e:  # the ranks waiting for the plan stop too, saying why
         _publish_plan(plan, {"error": f"{type(e).__name__}: {e}"})
         raise
@@ -340,7 +349,7 @@ def _publish_plan(plan: Path | None, content: dict[str, Any]) -> None:
 
 
 def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str], tracker: Any,
-                plan: Path | None) -> dict[str, Any]:
+                plan: Path | None, settings: Any = None) -> dict[str, Any]:
     name = stage.name
     inputs = {u: _find_input(cfg, u, cache[u], forced) for u in stage.upstream_for(cfg)}
     out_dir = stage_dir(cfg, name, key)
@@ -388,6 +397,7 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
         shard_count=shard_count,
         items=ItemStore(out_dir, verify=stage.verify),
         tracker=tracker,
+        validated=settings,
     )
     t0, c0 = time.time(), time.process_time()
     keys = stage.items(ctx)
@@ -443,7 +453,7 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
 
 
 def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced: dict[str, str],
-                  call: int) -> dict[str, Any]:
+                  call: int, settings: Any = None) -> dict[str, Any]:
     """A DDP rank > 0: take part in a distributed stage, write nothing; skip every other stage.
 
     Ranks start either inside rank 0's ``Trainer.fit`` (Lightning's launcher: the upstream stages are
@@ -488,6 +498,7 @@ def _follow_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], force
         name=name, cfg=cfg, run_dir=Path(plain(cfg, "paths.run_dir")).resolve(), dir=out_dir, key=key,
         inputs=inputs, shard_index=int(plain(cfg, "shard.index")), shard_count=int(plain(cfg, "shard.count")),
         items=ItemStore(out_dir, verify=stage.verify, readonly=True), tracker=None, leader=False,
+        validated=settings,
     )
     if todo is None:
         todo = ctx.items.pending(select_shard(stage.items(ctx), ctx.shard_index, ctx.shard_count))
@@ -510,18 +521,20 @@ def _needed(cfg: Any, order: list[str]) -> list[str]:
 
 
 def run_pipeline(cfg: Any, stages: Sequence[str] | None = None, tracker: Any = None,
-                 on_missing: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                 on_missing: Callable[[str], None] | None = None, *,
+                 settings: Any = None) -> list[dict[str, Any]]:
     """Run stages in order (``cfg.stages``, or every stage). A stage not implemented yet stops the run.
 
     Without an explicit list, a stage that no later stage reads under this config is left out (with
     ``generation.source=gan`` nothing reads the DreamBooth adapters, so DreamBooth does not run).
+    ``settings``: ``validate(cfg)``, handed to every stage (see ``run_stage``).
     """
     explicit = list(stages or plain(cfg, "stages") or [])
     stages = explicit or _needed(cfg, list(STAGE_ORDER))
     results = []
     for n, name in enumerate(stages):
         try:
-            results.append(run_stage(cfg, name, tracker=tracker))
+            results.append(run_stage(cfg, name, tracker=tracker, settings=settings))
         except BaseException as e:
             _release_followers(cfg, stages[n + 1:], {"error": f"{name}: {type(e).__name__}: {e}"})
             if not isinstance(e, NotImplementedError):

@@ -6,8 +6,8 @@ buffalo_l-style pack (SCRFD-like ``det_10g.onnx``, IResNet-50 ``w600k_r50.onnx``
 verification ``.bin`` files, an IJB-C layout and ``standins.json``. ``size="tiny"`` builds the same files small
 (a test loads each through the real loaders). Random weights prove shapes, formats, memory and speed, not
 quality; each part is built under a temporary name and renamed, so an interrupted build resumes.
-
-Design: docs/design.md#the-rehearsal-stand-ins.
+One module: one folder layout (``standin_paths``, ``standins.json``) whose builders share the resumable rename
+(``_building``) and the seed plan. Design: docs/design.md#the-rehearsal-stand-ins.
 """
 
 from __future__ import annotations

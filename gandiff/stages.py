@@ -1,9 +1,9 @@
 """The stage registry: every stage by name, in run order, as the ``module:Class`` that defines it.
 
 A stage's class declares the rest (``name``, ``upstream``, ``config_keys``, its ``--help`` example); this table
-only says where each class lives and when it runs. Naming the stages (config checks, CLI) therefore imports no
-stage code, and a class loads only when it is used. Stage modules import torch, diffusers or lightning inside
-their methods, never at the top (``import lightning`` alone takes 13 s): ``gandiff --help`` reads every class.
+only says where each class lives and when it runs, and copies each built-in class's ``example`` (a test checks
+the copy) so that ``gandiff --help`` imports no stage code. A class loads only when it is used; stage modules
+import torch, diffusers or lightning inside their methods, never at the top (``import lightning`` takes 13 s).
 Plugins (config ``plugins: {name: module:Class}``) are added by name with ``register``.
 """
 
@@ -25,6 +25,20 @@ BUILTIN_STAGES: dict[str, str] = {
 
 STAGE_ORDER: tuple[str, ...] = tuple(BUILTIN_STAGES)  # what `gandiff run` runs, in this order
 
+# Each built-in class's ``example`` (its ``gandiff --help`` line), copied here so the help imports no stage
+# module; tests/foundation/test_stage_examples.py fails when a copy differs from its class.
+BUILTIN_EXAMPLES: dict[str, str] = {
+    "identities": "gandiff identities identity.num=100 'identity.target={gender: {male: 0.5, female: 0.5}}'",
+    "dreambooth": "gandiff dreambooth dreambooth.steps=800 dreambooth.identities_per_batch=16",
+    "generate": ("gandiff generate generation.images_per_identity=64 prompts=neutral\n              "
+                 "gandiff generate generation.replay=id_000003_0007   # re-render one image, same pixels"),
+    "curate": "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5",
+    "export": "gandiff export 'export.formats=[recordio]'",
+    "train": "gandiff train recognizer=iresnet50 trainer.max_epochs=20",
+    "evaluate": "gandiff evaluate benchmark=verification_bins benchmark.root=/data/faces_webface_112x112",
+    "report": "gandiff report",
+}
+
 # name -> "module:Class" of every loadable stage: the built-in ones, then plugins. Tests swap an entry for a
 # fake stage with ``monkeypatch.setitem``.
 STAGE_CLASSES: dict[str, str] = dict(BUILTIN_STAGES)
@@ -41,6 +55,14 @@ def register(name: str, target: str) -> None:
     if not (sep and module and cls):
         raise ValueError(f"plugins.{name}={target!r}: must be 'module:Class', e.g. 'mypkg.stages:MyStage'")
     STAGE_CLASSES[name] = target
+
+
+def example(name: str) -> str:
+    """Stage ``name``'s worked example: the recorded copy for a built-in stage still registered as itself
+    (no import), else its class's ``example`` (a plugin, or a test's stand-in: imports its module)."""
+    if name in BUILTIN_EXAMPLES and STAGE_CLASSES.get(name) == BUILTIN_STAGES[name]:
+        return BUILTIN_EXAMPLES[name]
+    return str(stage_class(name).example)
 
 
 def stage_class(name: str) -> type[Any]:

@@ -16,6 +16,10 @@ dense peak):
   plain PyTorch loop vs the LightningModule. Goal: >= 5,000 images/s end to end.
 - embed: IResNet-50 inference images/s (the evaluation / curation embedder path), batched.
 - pairs: all-pairs mated / non-mated scores/s of the blocked distribution code vs one row at a time.
+- onnx_embed: the insightface ONNX embedder path (an IResNet-50 exported to ONNX, as ``w600k_r50.onnx`` is)
+  on onnxruntime-gpu with IO binding (input and output bound on the device, no host copies) vs the torch
+  IResNet-50 (``IResNetFaceModule``) on the same batch, float32 (TF32) both, images/s interleaved. Needs CUDA
+  and onnxruntime-gpu's CUDAExecutionProvider; on CPU the section is skipped with the reason printed.
 
 A section that fails prints its error in the table and the others still run.
 """
@@ -36,7 +40,7 @@ sys.path.insert(0, str(HERE / "bench"))
 
 from harness import Row, count_flops, peak_flops, peak_memory_gb, print_table, reset_peak_memory, write_json  # noqa: E402
 
-SECTIONS = ("dreambooth", "generate", "train", "embed", "pairs")
+SECTIONS = ("dreambooth", "generate", "train", "embed", "pairs", "onnx_embed")
 
 
 def _load_script(name: str) -> Any:
@@ -191,8 +195,118 @@ def check_pairs(small: bool, device: str, dtype: str) -> list[Row]:
                 measured_seconds=1.0 / blocked)]
 
 
+class Skipped(Exception):
+    """A section that cannot run on this machine (printed with its reason; not a failure)."""
+
+
+def export_face_onnx(module: Any, path: str | Path) -> bytes:
+    """``module`` (N, 3, 112, 112) -> (N, dim) as an ONNX graph with a dynamic batch (what an insightface
+    pack's recognizer is); returns the file's bytes."""
+    from gandiff.recognition.checkpoints import export_onnx
+
+    return export_onnx(module, path).read_bytes()
+
+
+def iobinding_runner(session: Any, x: Any, dim: int) -> tuple[Any, Any]:
+    """(run, out): ``run()`` runs ``session`` on the torch tensor ``x`` (float32, contiguous) with the input
+    and the output bound to ``x``'s device (IO binding: no host round trip), writing into the torch tensor
+    ``out``."""
+    import numpy as np
+    import torch
+
+    x = x.contiguous().float()
+    out = torch.empty(x.shape[0], dim, device=x.device, dtype=torch.float32)
+    kind, index = ("cuda", x.device.index or 0) if x.device.type == "cuda" else ("cpu", 0)
+    binding = session.io_binding()
+    binding.bind_input(session.get_inputs()[0].name, kind, index, np.float32, tuple(x.shape), x.data_ptr())
+    binding.bind_output(session.get_outputs()[0].name, kind, index, np.float32, tuple(out.shape),
+                        out.data_ptr())
+
+    def run() -> Any:
+        if kind == "cuda":
+            binding.synchronize_inputs()
+        session.run_with_iobinding(binding)
+        if kind == "cuda":
+            binding.synchronize_outputs()
+        return out
+
+    return run, out
+
+
+def onnx_vs_torch(arch: str, embedding_size: int, batch: int, device: str, rounds: int, workdir: str | Path,
+                  providers: list[Any] | None = None) -> dict[str, Any]:
+    """The ONNX export of ``IResNetFaceModule(arch)`` on onnxruntime (IO binding) against the torch module,
+    interleaved on one random batch of 0..255 RGB crops: rates, the ratio's spread and the outputs' largest
+    difference (the same function both ways)."""
+    import onnxruntime as ort
+    import torch
+
+    from gandiff.face.sface_torch import IResNetFaceModule
+    from harness import compare, interleave
+
+    torch.manual_seed(0)
+    module = IResNetFaceModule(arch, None, embedding_size)
+    with torch.no_grad():  # random BatchNorm statistics, so the export is not a near-constant function
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    payload = export_face_onnx(module, Path(workdir) / f"{arch}.onnx")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    providers = providers or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(payload, sess_options=options, providers=providers)
+    module = module.to(device).eval()
+    x = torch.rand(batch, 3, 112, 112, generator=torch.Generator().manual_seed(1)).mul_(255).to(device)
+    run, out = iobinding_runner(session, x, embedding_size)
+
+    def torch_run() -> Any:
+        with torch.no_grad():
+            return module(x)
+
+    ref = torch_run()
+    run()
+    diff = float((out - ref).abs().max())
+    scale = float(ref.abs().max())
+    t = interleave({"torch": torch_run, "onnxruntime": run}, rounds, device=device)
+    c = compare("onnx embed", t, "onnxruntime", "torch", batch, "images/s")
+    return {"ort_rate": c.gandiff_rate, "torch_rate": c.reference_rate, "comparison": c, "max_abs_diff": diff,
+            "max_abs": scale, "provider": session.get_providers()[0]}
+
+
+def check_onnx_embed(small: bool, device: str, dtype: str) -> list[Row]:
+    import tempfile
+
+    import onnxruntime as ort
+
+    from harness import ROUNDS, format_ratio
+
+    if not device.startswith("cuda"):
+        raise Skipped(f"no CUDA (device={device}): the row compares onnxruntime-gpu with torch on the GPU")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (available: "
+                           f"{', '.join(ort.get_available_providers())}): pip uninstall -y onnxruntime && "
+                           "pip install onnxruntime-gpu (the gpu extra)")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    arch, dim, batch = ("iresnet18", 512, 32) if small else ("iresnet50", 512, 256)
+    reset_peak_memory(device)
+    providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory() as tmp:
+        res = onnx_vs_torch(arch, dim, batch, device, ROUNDS, tmp, providers=providers)
+    if res["provider"] != "CUDAExecutionProvider":
+        raise RuntimeError(f"onnxruntime fell back to {res['provider']}: the CUDA provider did not load")
+    fwd = _iresnet_flops(arch, device)
+    c = res["comparison"]
+    return [Row(f"embed insightface ONNX {arch} batch {batch} (onnxruntime CUDA, IO binding) vs torch",
+                res["ort_rate"], "images/s", reference=res["torch_rate"],
+                floor_seconds=_floor(fwd, device, "tf32"), measured_seconds=1.0 / res["ort_rate"],
+                peak_mem_gb=peak_memory_gb(device),
+                extra={"speed_up": format_ratio(c), "max_abs_diff": res["max_abs_diff"],
+                       "max_abs": res["max_abs"]})]
+
+
 CHECKS = {"dreambooth": check_dreambooth, "generate": check_generate, "train": check_train,
-          "embed": check_embed, "pairs": check_pairs}
+          "embed": check_embed, "pairs": check_pairs, "onnx_embed": check_onnx_embed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,18 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check on {name} ({device}, {dtype}), torch {torch.__version__}, small={args.small}")
     rows: list[Row] = []
     failed = 0
+    skipped: list[str] = []
     for section in args.only.split(","):
         t0 = time.perf_counter()
         try:
             rows += CHECKS[section](args.small, device, dtype)
+        except Skipped as e:
+            skipped.append(section)
+            print(f"[{section}: skipped: {e}]", flush=True)
         except Exception as e:  # one broken path must not hide the others' numbers
             failed += 1
             traceback.print_exc()
             rows.append(Row(f"{section}: FAILED {type(e).__name__}: {e}"[:120], float("nan"), "-"))
         print(f"[{section}: {time.perf_counter() - t0:.1f} s]", flush=True)
     print_table(f"gpu_check ({name})", rows)
+    if skipped:
+        print(f"skipped (see above for why): {', '.join(skipped)}")
     if args.json:
-        write_json(args.json, "gpu_check", rows, {"device": name, "dtype": dtype, "small": args.small})
+        write_json(args.json, "gpu_check", rows, {"device": name, "dtype": dtype, "small": args.small,
+                                                  "skipped": skipped})
     return 1 if failed else 0
 
 

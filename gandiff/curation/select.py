@@ -4,7 +4,9 @@ Everything reads only the measurements ``score.py`` made, so a sweep over thresh
 in seconds. Steps, each rejection counted under its reason: (1) image filters (faces, detector score, size,
 similarity to the own anchor / centroid / other anchors, quality, pose, leakage); (2) per identity: below
 ``min_images`` dropped, above ``max_images`` capped with spread over the prompt families; (3) demographic
-balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order.
+balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order. The rules are the
+typed curation settings themselves (``CurationConfig``, gandiff/curation/schema.py, where each one's meaning is;
+a stage passes ``ctx.settings.curation``): a new selection setting is one field there, read here by name.
 
 Design: docs/design.md#selection.
 """
@@ -18,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gandiff.curation.schema import CurationConfig
+from gandiff.schema import plain
+
 log = logging.getLogger(__name__)
 
 FAMILY_PREFIX = "fam_"  # scores columns holding the prompt-family option each image was generated with
@@ -26,23 +31,21 @@ REASONS = ("unreadable", "no_face", "multiple_faces", "det_score", "face_size", 
            "centroid_similarity", "other_similarity", "quality", "pose", "leaked")
 
 
-@dataclass(frozen=True)
-class SelectionRules:
-    """Plain values from ``cfg.curation`` (see gandiff/curation/schema.py for what each means)."""
+# The curation settings selection does not read: curate's detector size and the leakage audit's (the export
+# stage runs the audit and passes its verdict in). Every other field of ``CurationConfig`` is a selection setting.
+NOT_SELECTION = ("detect_size", "leakage_gallery", "leakage_fmr", "leakage_threshold", "drop_leaked")
+# Shown as floats in the card's thresholds table, as cards have always shown them (kept so that a card's bytes do
+# not change): the face-size threshold is typed int and the centroid one Any in the schema.
+_SHOWN_AS_FLOAT = ("min_face_size", "min_centroid_similarity")
 
-    min_det_score: float = 0.6
-    min_face_size: float = 24
-    min_anchor_similarity: float = 0.3
-    min_centroid_similarity: float | None = None
-    max_other_similarity: float = 0.5
-    min_quality: float = 0.0
-    max_abs_yaw: float = 90.0
-    max_faces: int = 1
-    min_images: int = 2
-    max_images: int = 50
-    balance: bool = True
-    balance_attributes: tuple[str, ...] = ("gender", "race")
-    balance_tolerance: float = 0.0
+
+def selection_settings(rules: CurationConfig) -> dict[str, Any]:
+    """The settings selection reads, name -> plain value in schema order (the dataset card's thresholds)."""
+    out = {k: v for k, v in plain(rules).items() if k not in NOT_SELECTION}
+    for k in _SHOWN_AS_FLOAT:
+        if out.get(k) is not None:
+            out[k] = float(out[k])
+    return out
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Selection:
         return not self.images
 
 
-def image_reasons(row: dict[str, Any], rules: SelectionRules, leaked: bool = False) -> list[str]:
+def image_reasons(row: dict[str, Any], rules: CurationConfig, leaked: bool = False) -> list[str]:
     """Every rule an image fails (empty list: it passes)."""
     if row.get("status") == "unreadable":
         return ["unreadable"]
@@ -161,10 +164,11 @@ def balance_identities(survivors: dict[str, list[dict[str, Any]]], identity_attr
     return drop, info
 
 
-def select(scores: Sequence[dict[str, Any]], identity_attrs: dict[str, dict[str, Any]], rules: SelectionRules,
+def select(scores: Sequence[dict[str, Any]], identity_attrs: dict[str, dict[str, Any]], rules: CurationConfig,
            leaked_images: set[str] | frozenset = frozenset(), leaked_identities: set[str] | frozenset = frozenset()
            ) -> Selection:
-    """Apply the rules to the scores table (one dict per generated image). Pure; deterministic."""
+    """Apply ``rules`` (the curation settings) to the scores table (one dict per generated image). Pure;
+    deterministic."""
     reasons_first: Counter = Counter()
     reasons_any: Counter = Counter()
     image_reason: dict[str, str] = {}
@@ -228,7 +232,7 @@ def select(scores: Sequence[dict[str, Any]], identity_attrs: dict[str, dict[str,
     return Selection(images=images, identities=identities, dropped=dropped, image_reasons=image_reason, counts=counts)
 
 
-def settings_tag(rules: SelectionRules, leakage: str = "") -> str:
+def settings_tag(rules: CurationConfig, leakage: str = "") -> str:
     """A short human-readable name for a selection setting (the folder key is a hash; this says what it is)."""
     parts = [f"det{rules.min_det_score:g}", f"size{rules.min_face_size:g}", f"anchor{rules.min_anchor_similarity:g}",
              f"other{rules.max_other_similarity:g}", f"n{rules.min_images}-{rules.max_images}"]

@@ -63,7 +63,7 @@ def build_detector(detector_cfg: Any, detect_size: int | None) -> Any:
         log.info("curate: curation.detect_size=%s does not apply to %s (no input_size): detecting as configured",
                  detect_size, detector_cfg["_target_"])
         return instantiate(detector_cfg)
-    return instantiate(detector_cfg, input_size=[int(detect_size)] * 2)
+    return instantiate(detector_cfg, input_size=[detect_size] * 2)
 
 
 class CurateStage(Stage):
@@ -83,10 +83,10 @@ class CurateStage(Stage):
     def _models(self, ctx: StageContext) -> tuple[Any, Any, Any]:
         from hydra.utils import instantiate
 
-        cfg = ctx.cfg
-        detector = build_detector(cfg.face.detector, cfg.curation.detect_size)
-        embedder = instantiate(cfg.face.embedder)
-        classifier = instantiate(cfg.attributes.classifier) if cfg.attributes.classifier is not None else None
+        s = ctx.settings
+        detector = build_detector(s.face.detector, s.curation.detect_size)
+        embedder = instantiate(s.face.embedder)
+        classifier = instantiate(s.attributes.classifier) if s.attributes.classifier is not None else None
         return detector, embedder, classifier
 
     def process(self, ctx: StageContext, keys: list[str]) -> None:
@@ -101,11 +101,11 @@ class CurateStage(Stage):
         if unknown:
             raise StageError(f"{gen_dir / 'images.parquet'}: images of identities {unknown[:5]} that are not in "
                              f"{ctx.input_dir('identities') / 'identities.parquet'}")
-        families = sorted(ctx.cfg.prompts.families.keys()) if ctx.cfg.prompts.families else []
+        families = sorted(ctx.settings.prompts.families)
         by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in images:
             by_id[r["id"]].append(r)
-        batch = int(ctx.cfg.face.batch_size)
+        batch = ctx.settings.face.batch_size
         detector, embedder, classifier = self._models(ctx)
 
         for ident in ctx.progress(keys, total=len(keys), desc="curate: scoring identities"):

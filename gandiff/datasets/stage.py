@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from gandiff.artifacts import atomic_write_json, atomic_write_text, read_json, read_table, write_table
-from gandiff.curation.select import Selection, SelectionRules, explain_empty, select, settings_tag
+from gandiff.curation.select import Selection, explain_empty, select, selection_settings, settings_tag
 from gandiff.datasets.readers import DATASET_JSON, IDENTITIES_CSV, write_identities_csv
 from gandiff.datasets.sample import ExportItem, encode_image, image_ext
 from gandiff.pipeline import Stage, StageContext, StageError
+from gandiff.schema import plain
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,6 @@ LOADERS = {
     "recordio": "arcface_torch MXFaceDataset(root_dir='recordio') / gandiff.datasets.readers.open_dataset",
     "webdataset": "webdataset.WebDataset('webdataset/shard-{000000..N}.tar').decode('rgb8')",
 }
-
-
-def rules_from_config(c: Any) -> SelectionRules:
-    return SelectionRules(
-        min_det_score=float(c.min_det_score), min_face_size=float(c.min_face_size),
-        min_anchor_similarity=float(c.min_anchor_similarity),
-        min_centroid_similarity=None if c.min_centroid_similarity is None else float(c.min_centroid_similarity),
-        max_other_similarity=float(c.max_other_similarity), min_quality=float(c.min_quality),
-        max_abs_yaw=float(c.max_abs_yaw), max_faces=int(c.max_faces), min_images=int(c.min_images),
-        max_images=int(c.max_images), balance=bool(c.balance), balance_attributes=tuple(c.balance_attributes),
-        balance_tolerance=float(c.balance_tolerance))
 
 
 def claim_folder(path: Path, fingerprint: str, tag: str) -> None:
@@ -78,10 +68,10 @@ class ExportStage(Stage):
     # ------------------------------------------------------------------ selection (cached per process)
 
     def items(self, ctx: StageContext) -> list[str]:
-        pub = ctx.cfg.export.publish_dir
-        if pub:  # refuse early, before any work
-            claim_folder(Path(pub), ctx.key, self.plan(ctx)["tag"])
-        return ["selection", *ctx.cfg.export.formats, "card"]
+        e = ctx.settings.export
+        if e.publish_dir:  # refuse early, before any work
+            claim_folder(Path(e.publish_dir), ctx.key, self.plan(ctx)["tag"])
+        return ["selection", *e.formats, "card"]
 
     def plan(self, ctx: StageContext) -> dict[str, Any]:
         if self._plan is not None and self._plan["key"] == ctx.key:
@@ -90,7 +80,7 @@ class ExportStage(Stage):
         scores = read_table(cur / "scores.parquet")
         id_rows = read_table(ctx.input_dir("identities") / "identities.parquet")
         id_attrs = {r["id"]: {k: r.get(k) for k in ("gender", "age_bin", "race")} for r in id_rows}
-        rules = rules_from_config(ctx.cfg.curation)
+        rules = ctx.settings.curation
         leakage = self._leakage(ctx, scores, id_rows)
         leaked_images = set(leakage["flagged_images"]) if leakage and leakage["dropped"] else set()
         leaked_ids = set(leakage["flagged"]) if leakage and leakage["dropped"] else set()
@@ -110,26 +100,26 @@ class ExportStage(Stage):
         return self._plan
 
     def _leakage(self, ctx: StageContext, scores: list[dict[str, Any]], id_rows: list[dict[str, Any]]) -> dict | None:
-        c = ctx.cfg.curation
+        c = ctx.settings.curation
         if not c.leakage_gallery:
             return None
         from gandiff.curation.leakage import audit, embed_gallery_folder, load_gallery_npz, threshold_at_fmr
 
-        g = Path(str(c.leakage_gallery))
+        g = Path(c.leakage_gallery)
         if g.is_dir():
             from hydra.utils import instantiate
 
             log.info("export: embedding the leakage gallery %s (precompute it once with "
                      "`python -m gandiff.curation.leakage embed` to skip this)", g)
-            gallery = embed_gallery_folder(g, instantiate(ctx.cfg.face.detector), instantiate(ctx.cfg.face.embedder),
-                                           int(ctx.cfg.face.batch_size))
+            face = ctx.settings.face
+            gallery = embed_gallery_folder(g, instantiate(face.detector), instantiate(face.embedder), face.batch_size)
         else:
             gallery = load_gallery_npz(g)
-        if c.leakage_threshold is not None:
-            thr = {"threshold": float(c.leakage_threshold), "fmr_target": float(c.leakage_fmr), "resolvable": True,
+        if c.leakage_threshold is not None:  # typed Any in the schema (null or a number): a float here
+            thr = {"threshold": float(c.leakage_threshold), "fmr_target": c.leakage_fmr, "resolvable": True,
                    "source": "curation.leakage_threshold"}
         else:
-            thr = threshold_at_fmr(gallery, float(c.leakage_fmr))
+            thr = threshold_at_fmr(gallery, c.leakage_fmr)
         cur = ctx.input_dir("curate")
         emb = np.load(cur / "embeddings.npy", allow_pickle=False)
         rows_emb = emb[[r["embedding_row"] for r in scores]] if len(scores) else np.zeros((0, gallery.embeddings.shape[1]))
@@ -138,7 +128,7 @@ class ExportStage(Stage):
                     np.array([r["status"] == "ok" for r in scores], dtype=bool), [r["id"] for r in id_rows], anchors,
                     gallery, thr)
         out = {**rep.summary(), "gallery": str(g), "gallery_faces": len(gallery.ids),
-               "gallery_counts": gallery.counts, "dropped": bool(c.drop_leaked), "flagged_images": rep.flagged_images}
+               "gallery_counts": gallery.counts, "dropped": c.drop_leaked, "flagged_images": rep.flagged_images}
         log.info("export: leakage audit at threshold %.4f: %d images and %d identities flagged%s", out["threshold"],
                  out["images_flagged"], out["identities_flagged"], " (dropped)" if c.drop_leaked else "")
         return out
@@ -147,9 +137,9 @@ class ExportStage(Stage):
 
     def _items(self, ctx: StageContext, sel: Selection):
         """ExportItems in (label, image_id) order: the same bytes go into every format."""
-        e = ctx.cfg.export
+        e = ctx.settings.export
         cur, gen = ctx.input_dir("curate"), ctx.input_dir("generate")
-        size, fmt = int(e.image_size), str(e.image_format)
+        size, fmt = e.image_size, e.image_format
         for r in sel.images:
             original = None
             if e.aligned:
@@ -160,7 +150,7 @@ class ExportStage(Stage):
                     from gandiff.face.images import read_image
 
                     lm = np.asarray(r["landmarks"], dtype=np.float32).reshape(5, 2)
-                    image = encode_image(align_face(read_image(gen / r["path"]), lm, size), fmt, int(e.jpeg_quality))
+                    image = encode_image(align_face(read_image(gen / r["path"]), lm, size), fmt, e.jpeg_quality)
             else:
                 image = (gen / r["path"]).read_bytes()
             if e.include_originals:
@@ -198,7 +188,7 @@ class ExportStage(Stage):
                  atomic_write_text(ctx.dir / "tag.txt", p["tag"] + "\n"),
                  atomic_write_json(ctx.dir / DATASET_JSON, {
                      "tag": p["tag"], "images": len(sel.images), "classes": len(sel.identities),
-                     "formats": [] if sel.empty else list(ctx.cfg.export.formats), "empty": sel.empty,
+                     "formats": [] if sel.empty else ctx.settings.export.formats, "empty": sel.empty,
                      "reason": explain_empty(sel) if sel.empty else "", "identities": sel.identities})]
         if p["leakage"] is not None:
             files.append(atomic_write_json(ctx.dir / "leakage.json", p["leakage"]))
@@ -206,7 +196,7 @@ class ExportStage(Stage):
                       files)
 
     def _write_format(self, ctx: StageContext, fmt: str, sel: Selection) -> None:
-        out = ctx.dir / fmt
+        out, e = ctx.dir / fmt, ctx.settings.export
         if fmt == "imagefolder":
             from gandiff.datasets.imagefolder import write_imagefolder
 
@@ -216,8 +206,7 @@ class ExportStage(Stage):
 
             from gandiff.datasets.recordio import RecordIOWriter
 
-            s = int(ctx.cfg.export.image_size)
-            with RecordIOWriter(out, image_size=(s, s), image_format=str(ctx.cfg.export.image_format)) as w:
+            with RecordIOWriter(out, image_size=(e.image_size, e.image_size), image_format=e.image_format) as w:
                 for label, group in groupby(self._items(ctx, sel), key=lambda it: it.label):
                     w.add_identity(label, (it.image for it in group))
                 counts = w.close()
@@ -226,16 +215,14 @@ class ExportStage(Stage):
         else:
             from gandiff.datasets.webdataset import write_webdataset
 
-            counts = write_webdataset(out, self._items(ctx, sel), shard_size=int(ctx.cfg.export.shard_size))
+            counts = write_webdataset(out, self._items(ctx, sel), shard_size=e.shard_size)
         files = sorted(p for p in out.rglob("*") if p.is_file())
-        if fmt == "imagefolder" and ctx.cfg.export.include_originals:
+        if fmt == "imagefolder" and e.include_originals:
             files += sorted(p for p in (ctx.dir / "originals").rglob("*") if p.is_file())
         log.info("export: %s: %d images of %d identities -> %s", fmt, counts["images"], counts["classes"], out)
         ctx.items.put(fmt, {"format": fmt, "images": counts["images"], "classes": counts["classes"]}, files)
 
     def _write_card(self, ctx: StageContext, p: dict[str, Any]) -> None:
-        from omegaconf import OmegaConf
-
         from gandiff.datasets.card import dataset_statistics, models_used, render_card
 
         sel: Selection = p["sel"]
@@ -244,12 +231,11 @@ class ExportStage(Stage):
                 for r in sel.images]
         stats = dataset_statistics(labels, sel.identities, p["id_attrs"], meta)
         configs, fingerprints = self._lineage(ctx)
-        configs["curation"] = OmegaConf.to_container(ctx.cfg.curation, resolve=True)
-        configs["export"] = OmegaConf.to_container(ctx.cfg.export, resolve=True)
-        formats = {} if sel.empty else {f: {"path": f"{f}/", "load": LOADERS[f]} for f in ctx.cfg.export.formats}
+        configs["curation"], configs["export"] = plain(ctx.settings.curation), plain(ctx.settings.export)
+        formats = {} if sel.empty else {f: {"path": f"{f}/", "load": LOADERS[f]} for f in ctx.settings.export.formats}
         text = render_card(
-            title=f"gandiff synthetic faces: {ctx.cfg.experiment_name}", tag=p["tag"], key=ctx.key, stats=stats,
-            selection_counts=sel.counts, rules={k: v for k, v in vars(p["rules"]).items()}, leakage=p["leakage"],
+            title=f"gandiff synthetic faces: {ctx.settings.experiment_name}", tag=p["tag"], key=ctx.key, stats=stats,
+            selection_counts=sel.counts, rules=selection_settings(p["rules"]), leakage=p["leakage"],
             formats=formats, models=models_used(configs), configs=configs, fingerprints=fingerprints,
             empty_reason=explain_empty(sel) if sel.empty else "")
         ctx.items.put("card", {"images": len(sel.images)}, [atomic_write_text(ctx.dir / "README.md", text)])
@@ -269,13 +255,13 @@ class ExportStage(Stage):
     def merge(self, ctx: StageContext, keys: list[str]) -> dict[str, Any]:
         p = self.plan(ctx)
         sel: Selection = p["sel"]
-        pub = ctx.cfg.export.publish_dir
+        pub = ctx.settings.export.publish_dir
         if pub and not sel.empty:
             dest = Path(pub)
             claim_folder(dest, ctx.key, p["tag"])
             atomic_write_json(dest / MARKER, {"fingerprint": ctx.key, "key": ctx.key, "tag": p["tag"]})
             for name in ("README.md", "tag.txt", DATASET_JSON, "selection.parquet", "leakage.json", "originals",
-                         *ctx.cfg.export.formats):
+                         *ctx.settings.export.formats):
                 src = ctx.dir / name
                 if src.is_dir():
                     shutil.copytree(src, dest / name, dirs_exist_ok=True)
@@ -287,7 +273,7 @@ class ExportStage(Stage):
                 "identities": c["identities_selected"], "images_scored": c["images_scored"],
                 "identities_dropped": sum(c["identities_dropped"].values()),
                 "leakage_flagged_identities": p["leakage"]["identities_flagged"] if p["leakage"] else None,
-                "formats": [] if sel.empty else list(ctx.cfg.export.formats)}
+                "formats": [] if sel.empty else ctx.settings.export.formats}
 
 
 def summary_line(folder: Path) -> str:

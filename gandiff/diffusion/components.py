@@ -6,6 +6,8 @@ model (SD 1.5, SD 2.1, a local folder, fp16-variant folders, a hub id) through `
 demo's base (``gandiff/assets/miniature_sd``, a trained folder that ships in the package) and real weights take
 the same path. ``builtin:tiny-sd`` (random weights, 64x64, for tests; it renders noise) is built from code into
 a cache folder on first use; ``build_sd15_random_components`` builds SD 1.5-sized random modules in memory.
+One module: one loading path; the builders write the folders ``load_components`` reads, so test models
+and real weights cannot drift apart.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ preservation (Ruiz et al. eq. 2, as diffusers' ``train_dreambooth_lora.py`` comp
 share one batch, each sample through its own LoRA (:mod:`gandiff.diffusion.multi_lora`), and the loss is the
 sum of each identity's own loss, so each adapter gets exactly the gradient it would get alone. Every random
 draw of a step is seeded by (identity seed, step) on the CPU: an identity's training does not depend on its
-batch mates, the device, or a resume.
-
-Design: docs/design.md#dreambooth.
+batch mates, the device, or a resume. Design: docs/design.md#dreambooth.
+One module: one method, as diffusers keeps each in one file: the step batches, the loss and the
+LightningModule change together (a new loss term touches all three).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ from scratch in the diffusers format: captioned DCGAN faces (:func:`build_datase
 64x64x3 -> 16x16x4 (:func:`train_vae`), the UNet and CLIP text encoder jointly (:func:`train_unet`), then the
 decoder alone. Every draw of step ``s`` is seeded by ``(seed, phase, s)`` and checkpoints are atomic, so a
 resumed run gives the weights of an uninterrupted one. Licence: non-commercial research only (DigiFace-1M).
-
+One module: one recipe, read top to bottom; its phases share ``TrainConfig``, the seeding and the
+checkpoints, and a resume is exact only while those change together.
 Design: docs/design.md#the-miniature-stable-diffusion.
 """
 

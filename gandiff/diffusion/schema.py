@@ -34,7 +34,7 @@ class DreamBoothConfig:
     # has no full files (a hub download with variant="fp16" holds *.fp16.safetensors only); fp16 = those.
     variant: str | None = None
     mode: str = "lora"  # lora: one adapter per identity, many identities per batch | full: UNet fine-tune
-    rank: int = 4
+    rank: int = 16
     lora_alpha: float | None = None  # None: = rank (scale 1, the diffusers convention)
     train_text_encoder: bool = False  # lora: LoRA on CLIP's attention too | full: fine-tune it too
     steps: int = 800
@@ -47,7 +47,7 @@ class DreamBoothConfig:
     max_grad_norm: float = 1.0  # per identity (adapters are clipped one by one, so identities never mix)
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
     gradient_checkpointing: bool = False
-    identities_per_batch: int = 8  # lora only; full fine-tunes train one identity at a time
+    identities_per_batch: int = 16  # lora only; full fine-tunes train one identity at a time
     # Samples of each identity per step (diffusers' --train_batch_size; with prior preservation as many class
     # samples again). On small models a larger batch costs far less per sample than another step.
     train_batch_size: int = 1
@@ -62,7 +62,7 @@ class DreamBoothConfig:
     num_class_images: int = 200  # per class prompt, generated once and shared by all identities
     class_image_steps: int = 30
     class_image_guidance: float = 7.5
-    class_batch_size: int = 8
+    class_batch_size: int = 16
     # Where gandiff departs from diffusers' train_dreambooth(_lora).py on purpose: a horizontal flip of each
     # training image with this probability (the scripts have none; a mirrored face is the same identity, and
     # 3-5 GAN images per identity are few); training images are centre-cropped to a square (the scripts crop
@@ -81,7 +81,7 @@ class DreamBoothConfig:
     identity_embedder: Any = None  # a Hydra node (_target_ ...); needed when identity_loss > 0
     resolution: int = 512
     validation_images: int = 0  # per identity, rendered with the instance prompt after training
-    dtype: str = "float32"
+    dtype: str = "bfloat16"  # the models' weights (one of DTYPES); the CPU demo states float32
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -181,7 +181,9 @@ class DreamBoothConfig:
 @dataclass
 class PromptsConfig:
     template: str = "a photo of {token} {noun}, {choices}"
-    negative: str = ""
+    # The GANDiffFace-like negative prompt (conf/prompts/gandiff.yaml); "" for a model trained without one.
+    negative: str = ("cartoon, drawing, painting, illustration, blurry, deformed, disfigured, multiple people, "
+                     "text, watermark")
     # family name -> {weight: float in [0, 1], options: [str, ...]}; see conf/prompts/*.yaml
     families: dict[str, Any] = field(default_factory=dict)
     mode: str = "sample"  # sample: random draws per image | product: every combination of product_families
@@ -208,9 +210,9 @@ class GenerationConfig:
     guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns it off (half the UNet work)
     scheduler: str = "ddim"
     resolution: int = 512
-    batch_size: int = 8  # images per UNet batch, mixed across identities
+    batch_size: int = 32  # images per UNet batch, mixed across identities (x2 with guidance)
     identities_per_group: int = 16  # a unit of work: resumed whole, so its batches are always the same
-    dtype: str = "float32"
+    dtype: str = "bfloat16"  # the models' weights (one of DTYPES); the CPU demo states float32
     device: str = "auto"
     # An image_id from images.parquet: re-render it (with the batch it was made in) next to the original
     # and report whether the pixels match; the stage makes nothing else.

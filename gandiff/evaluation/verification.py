@@ -5,7 +5,8 @@ The protocol every paper reports for LFW, CFP-FP, AgeDB-30, CALFW, CPLFW ..., as
 search, VAL@FAR. Vectorised (sorted distances and ``searchsorted``) with exactly the reference loops' numbers
 (``tests/evaluation/test_eval_verification.py``). A ``.bin`` is opened by an unpickler that resolves no
 global except numpy's array constructors: loading never runs code.
-
+One module: one protocol, insightface's; its inputs (``.bin`` or ``pairs.txt``), flip-fused embeddings and
+10-fold search are what a reported number means, checked together against the reference.
 Design: docs/design.md#verification-benchmarks.
 """
 

@@ -1,13 +1,11 @@
 """Face embedders behind one protocol: aligned RGB uint8 crops in, L2-normalised float32 vectors out.
 
-The embedder owns the input convention (see ARCHITECTURE.md "Face tensors have one convention"):
-callers always pass ``(N, 112, 112, 3)`` uint8 **RGB** crops aligned to the ArcFace template
-(:func:`gandiff.face.align.align_face`); each embedder applies its model's own colour order and
-normalisation, optional flip fusion, and returns ``(N, dim)`` float32 rows of unit length. Colour
-order and normalisation come from the class or from config, never from guessing at run time.
-
-Flip fusion (``flip=True``) is the insightface evaluation convention: embed the crop and its
-horizontal mirror and add the two raw (un-normalised) embeddings before the final L2 normalisation.
+Callers pass ``(N, 112, 112, 3)`` uint8 RGB crops aligned to the ArcFace template (``align_face``;
+ARCHITECTURE.md "Face tensors have one convention"). Each embedder applies its model's own colour order and
+normalisation (from the class or config, never guessed at run time) and optional flip fusion (insightface's:
+raw embeddings of crop and mirror added before the L2 normalisation); it returns ``(N, dim)`` unit rows.
+One module: the embedders share the protocol, input check and normalisation defined here, and configs name
+them as ``gandiff.face.embedders.<Class>`` (conf/face/*.yaml): one import path for every ``_target_``.
 """
 
 from __future__ import annotations
@@ -108,17 +106,27 @@ class SFaceEmbedder(_BatchedOnnxEmbedder):
     used only when it loads the file and agrees with onnxruntime on a probe batch (else onnxruntime, with a
     log line). OpenCV's batch-1 path rounds differently (~1e-6) from its batched path, so a lone crop is
     run as a batch of two: a crop's embedding never depends on how many crops share its call (a resumed
-    stage writes the same bytes); crops go in chunks of ``max_cpu_batch``.
+    stage writes the same bytes); crops go in chunks of ``max_cpu_batch`` (OpenCV's bits do not depend on it).
+
+    ``threads``: CPU threads per call, None (default) = each runtime's own default. onnxruntime gets it as
+    ``intra_op_num_threads``; OpenCV's thread count is process-wide, so it is set for each forward and put back.
+    OpenCV's one-thread path rounds differently from its pooled one (1 vs 2-4 threads: up to 2e-6 on the raw
+    vector, 2e-7 on the unit one; 2, 3, 4 agree; onnxruntime's bits do not depend on threads): a fixed
+    ``threads`` keeps the bytes the same on a one-core machine.
     """
 
     RUNTIMES = ("auto", "opencv", "onnxruntime")
 
     def __init__(self, model_path: str | os.PathLike, flip: bool = False, batch_size: int = 64,
-                 device: str = "auto", config_key: str = "face.embedder.model_path", runtime: str = "auto"):
+                 device: str = "auto", config_key: str = "face.embedder.model_path", runtime: str = "auto",
+                 threads: int | None = None):
         if runtime not in self.RUNTIMES:
             raise ValueError(f"face.embedder.runtime={runtime!r}: must be one of {', '.join(self.RUNTIMES)}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"face.embedder.threads={threads!r}: must be a positive integer or null (runtime default)")
+        self.threads = threads
         self.model = OnnxModel(model_path, config_key, "SFace recognizer ONNX (OpenCV Zoo)", device=device,
-                               dynamic_batch=True, input_hw=(112, 112), num_outputs=1)
+                               dynamic_batch=True, input_hw=(112, 112), num_outputs=1, threads=threads)
         self.flip, self.batch_size = bool(flip), max(1, int(batch_size))
         self.dim = _output_dim(self.model, config_key)
         self._cv_net = None
@@ -151,8 +159,17 @@ class SFaceEmbedder(_BatchedOnnxEmbedder):
         return net
 
     def _cv_forward(self, net: Any, x: np.ndarray) -> np.ndarray:
-        net.setInput(x, self.model.input_name)
-        return np.array(net.forward(), dtype=np.float32).reshape(len(x), -1)
+        import cv2
+
+        before = cv2.getNumThreads()
+        if self.threads is not None and before != self.threads:
+            cv2.setNumThreads(self.threads)
+        try:
+            net.setInput(x, self.model.input_name)
+            return np.array(net.forward(), dtype=np.float32).reshape(len(x), -1)
+        finally:
+            if cv2.getNumThreads() != before:
+                cv2.setNumThreads(before)
 
     def _raw(self, crops: np.ndarray) -> np.ndarray:
         if self._cv_net is None:

@@ -245,8 +245,9 @@ def create_session(model, device: str = "auto", threads: int | None = None):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings about unused initializers are noise here
-    if threads:
+    if threads:  # intra-op threads do the work; the default sequential mode uses no inter-op pool
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     # No busy-waiting between ops: on shared cluster nodes (and next to a PyTorch data loader) spinning
     # threads steal the cores the other work needs; the cost on an idle machine is small.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -17,8 +17,9 @@ class FaceConfig:
     # An insightface model-pack folder, for configs that take both models from one pack. MISSING here (each
     # face/*.yaml sets it) so that a pack config's `???` survives the merge and is named at start.
     pack_dir: Any = MISSING
-    # Cosine similarity above which two faces are called the same identity (the embedder's own scale).
-    match_threshold: float = 0.3
+    # Cosine similarity above which two faces are called the same identity (the embedder's own scale). 0.363:
+    # SFace's published cosine threshold on LFW (OpenCV-Zoo), the default embedder's (conf/face/offline.yaml).
+    match_threshold: float = 0.363
     batch_size: int = 32
     # Faces whose box is smaller (shorter side, pixels of the original image) are dropped as too small to
     # measure; 0 keeps every detection.

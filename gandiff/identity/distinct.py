@@ -1,10 +1,11 @@
 """Distinctiveness: keep an identity only if it is far from every identity already kept.
 
 GANDiffFace keeps a sampled identity when its embedding's cosine similarity to every identity kept so far is
-below a threshold (Melzi et al. 2023, Sec. 3.1): "different" identities that look alike teach false matches.
-Kept embeddings live in one growing float32 matrix compared in row blocks (memory ``block x batch``), and
-candidates of a batch are also compared with those accepted before them, so the greedy order is the draw
-order (``gandiff.identity.sampling``).
+below a threshold (Melzi et al. 2023, Sec. 3.1). Kept embeddings live in one growing float32 matrix; the greedy
+order is the draw order. A candidate's recorded similarity is :meth:`DistinctSet.max_similarity` (one
+matrix-vector product over all kept rows: its rounding never depends on how candidates were batched);
+:meth:`max_to_kept`, the fast blocked pass over a batch, only rejects candidates above the threshold by more
+than :meth:`rounding_bound`, so batching never changes a decision.
 
 Design: docs/design.md#distinctiveness.
 """
@@ -19,14 +20,29 @@ class DistinctSet:
         self.dim, self.threshold, self.block = int(dim), float(threshold), int(block)
         self._data = np.zeros((max(1, capacity), self.dim), np.float32)
         self.size = 0
+        self.max_norm = 0.0  # largest norm of a kept embedding (for the rounding bound)
         self.accept_max: list[float] = []  # each kept identity's max similarity to those kept before it
 
     @property
     def embeddings(self) -> np.ndarray:  # (size, dim)
         return self._data[: self.size]
 
+    def max_similarity(self, emb: np.ndarray) -> float:
+        """(dim,) -> max cosine similarity to the kept identities (-inf when none is kept): the canonical value,
+        independent of batching (module doc)."""
+        if self.size == 0:
+            return float("-inf")
+        return float((self._data[: self.size] @ np.asarray(emb, np.float32).reshape(self.dim)).max())
+
+    def rounding_bound(self, emb: np.ndarray) -> float:
+        """Twice the float32 error bound of one dot product of ``emb`` with a kept row, gamma_d |a| |b|
+        (Higham, Accuracy and Stability, 3.1): two ways of computing the same similarity differ by less."""
+        u = self.dim * 2.0**-24
+        return 2.0 * u / (1.0 - u) * float(np.linalg.norm(np.asarray(emb, np.float64))) * self.max_norm
+
     def max_to_kept(self, emb: np.ndarray) -> np.ndarray:
-        """(B, dim) -> (B,) max cosine similarity to any kept identity (-inf when none is kept)."""
+        """(B, dim) -> (B,) max cosine similarity to any kept identity (-inf when none is kept), in row blocks
+        (memory ``block x B``). Fast, but a row's last bit depends on the batch: see :meth:`max_similarity`."""
         emb = np.asarray(emb, np.float32).reshape(-1, self.dim)
         best = np.full(len(emb), -np.inf, np.float32)
         for start in range(0, self.size, self.block):
@@ -40,6 +56,7 @@ class DistinctSet:
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size] = np.asarray(emb, np.float32).reshape(self.dim)
+        self.max_norm = max(self.max_norm, float(np.linalg.norm(self._data[self.size].astype(np.float64))))
         self.size += 1
         self.accept_max.append(float(max_sim))
 

@@ -1,15 +1,19 @@
 """The identity funnel: seeds -> faces -> quality gate -> demographic quota -> distinctiveness -> kept.
 
 Sequential by nature (whether a candidate is kept depends on what was kept before it), batched for
-speed: each step renders ``batch_size`` seeds at once, analyses them in one detector / embedder /
-classifier call, then walks the batch in seed order. Seeds are ``first_seed, first_seed + 1, ...``, so
-the result is a pure function of the config; it stops as soon as every cell of the target is full, and
-raises ``TargetNotMetError`` naming the unfilled cells when ``max_attempts`` seeds did not suffice.
+speed: each step renders ``batch_size`` seeds at once, detects and classifies them in one call each,
+then walks the batch in seed order, embedding candidates only as the walk reaches them (a few at a time,
+sized from what the open cells still need and the acceptance so far). Seeds are ``first_seed,
+first_seed + 1, ...``; the identities kept do not depend on ``batch_size`` (only the bookkeeping of the
+seeds drawn does: see :func:`select_identities`). It stops after the batch in which every cell of the
+target fills, and raises ``TargetNotMetError`` naming the unfilled cells when ``max_attempts`` seeds did
+not suffice.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -71,14 +75,80 @@ class Selection:
     # Every candidate that passed the quality gate: latents and labels to learn edit directions from.
     pool_w: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     pool_labels: dict[str, list] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # for benchmarks only; never written to rows
+    # For benchmarks only, never written: render/analyze/embed seconds, faces embedded, seeds drawn past the last
+    # identity kept and their share of the last batch's render + analyse seconds.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _analysis(analyzer: Any) -> tuple[Callable, Callable]:
+    """``(analyse, embed)``: ``analyse(images)`` gives per-image face records, ``embed(images, records, idx)``
+    the (len(idx), D) embeddings of the first face of images ``idx``.
+
+    For gandiff's ``FaceAnalyzer`` the analysis skips the embedder and ``embed`` runs it on only the faces
+    asked for: the funnel embeds a candidate only when it reaches the distinctiveness check, never one the
+    gate or a full cell rejects, nor the seeds of the last batch after the target filled. The embedders give
+    a face the same bytes whatever shares its call (``gandiff.face.embedders``; the batch-size test in
+    tests/identity/test_identity_batching.py checks it end to end). Any other analyzer is called as it is
+    and ``embed`` reads the embeddings it returned.
+    """
+    from gandiff.face.analyzer import FaceAnalyzer
+    from gandiff.face.images import to_rgb_uint8
+
+    if type(analyzer) is FaceAnalyzer and analyzer.embedder is not None:
+        bare = FaceAnalyzer(analyzer.detector, None, analyzer.classifier, analyzer.align_size, analyzer.min_face_size)
+        embedder = analyzer.embedder
+
+        def embed(images: list, records: list, idx: list[int]) -> np.ndarray:
+            faces = [records[i][0] for i in idx]
+            if hasattr(embedder, "embed_faces"):  # frames faces its own way, from the image (as FaceAnalyzer does)
+                out = embedder.embed_faces([(to_rgb_uint8(images[i]), f.detection.landmarks) for i, f in zip(idx, faces)])
+            else:
+                out = embedder.embed(np.stack([f.aligned for f in faces]))
+            return np.asarray(out, np.float32).reshape(len(idx), -1)
+
+        return bare.analyze_batch, embed
+
+    def read(images: list, records: list, idx: list[int]) -> np.ndarray:
+        return np.stack([np.asarray(records[i][0].embedding, np.float32) for i in idx])
+
+    return analyzer.analyze_batch, read
+
+
+def _embed_plan(order: list[int], start: int, cells: list, quotas: QuotaTracker, done: set[int],
+                acceptance: float, least: int = 2) -> list[int]:
+    """The candidates to embed now, from ``order[start]`` on (seed order): those whose cell is open, at most
+    ``ceil(still needed in the cell / acceptance)`` per cell, and at least ``least`` when there are that many
+    (SFace runs a lone crop as a pair: a second one is free). Only how much is embedded per call depends on
+    this, never which identities are kept."""
+    room: dict = {}
+    plan: list[int] = []
+    spare: list[int] = []
+    for i in order[start:]:
+        c = cells[i]
+        if i in done or not quotas.open(c):
+            continue
+        if c not in room:
+            n = quotas.counts[c]
+            room[c] = math.ceil((n.target - n.kept) / acceptance)
+        if room[c] > 0:
+            room[c] -= 1
+            plan.append(i)
+        elif len(spare) < least:
+            spare.append(i)
+    return sorted(plan + spare[: max(0, least - len(plan))])
 
 
 def select_identities(source: Any, analyzer: Any, target: DemographicTarget, num: int, truncation: float,
                       first_seed: int, batch_size: int, max_attempts: int, gate: QualityGate,
                       max_similarity: float, pool_limit: int = 5000,
                       on_batch: Callable[[int, int], None] | None = None) -> Selection:
-    """Run the funnel until ``target`` is filled. ``on_batch(drawn, kept)`` reports progress."""
+    """Run the funnel until ``target`` is filled. ``on_batch(drawn, kept)`` reports progress.
+
+    The kept identities (seeds, latents, embeddings, rows, ``accept_max``) do not depend on ``batch_size``
+    (tests/identity/test_identity_batching.py). The bookkeeping does: ``funnel``, ``rejections``, the cells'
+    ``candidates`` and the latent pool count every seed drawn, i.e. through the end of the last batch (its
+    seeds after the last identity kept are rendered, detected and classified for them, not embedded).
+    """
     quotas = QuotaTracker(target)
     distinct: DistinctSet | None = None
     funnel = Counter({k: 0 for k in FUNNEL})
@@ -87,7 +157,10 @@ def select_identities(source: Any, analyzer: Any, target: DemographicTarget, num
     pool_w: list[np.ndarray] = []
     pool_labels: dict[str, list] = {"gender": [], "age": [], "yaw": []}
     seconds = Counter()
+    analyse, embed = _analysis(analyzer)
+    decided, accepted = 0, 0  # distinctiveness checks so far and how many passed: the acceptance estimate
     drawn = 0
+    last_batch = (0, 0.0)  # (seeds, render + analyse seconds) of the latest batch
     while not quotas.done:
         if drawn >= max_attempts:
             raise TargetNotMetError(quotas.shortfall_message(max_attempts))
@@ -97,12 +170,13 @@ def select_identities(source: Any, analyzer: Any, target: DemographicTarget, num
         t0 = time.perf_counter()
         z = source.sample(seeds.tolist())
         w = source.to_w(z, truncation)
-        images = source.render(w)
+        images = list(source.render(w))
         t1 = time.perf_counter()
-        records = analyzer.analyze_batch(list(images))
+        records = analyse(images)
         t2 = time.perf_counter()
         seconds["render"] += t1 - t0
         seconds["analyze"] += t2 - t1
+        last_batch = (n, t2 - t0)
         funnel["drawn"] += n
         wanted = np.zeros(n, bool)
         cells: list = [None] * n
@@ -130,40 +204,46 @@ def select_identities(source: Any, analyzer: Any, target: DemographicTarget, num
                 rejections["cell_full_or_outside_target"] += 1
                 continue
             wanted[i] = True
-        if not wanted.any():
-            if on_batch:
-                on_batch(drawn, len(kept["seeds"]))
-            continue
-        if distinct is None:
-            dim = next(len(f[0].embedding) for f, ok in zip(records, wanted) if ok)
-            distinct = DistinctSet(dim, max_similarity)
-        # Walk the batch in seed order: a cell may fill up part-way through the batch.
-        emb = np.stack([records[i][0].embedding if wanted[i] else np.zeros(distinct.dim, np.float32)
-                        for i in range(n)]).astype(np.float32)
-        to_kept = distinct.max_to_kept(emb)  # (n,) one blocked pass over everything kept before this batch
-        accepted_here: list[int] = []
-        for i in np.nonzero(wanted)[0]:
+        # Walk the batch in seed order: a cell may fill up part-way through the batch. Embeddings are made
+        # on demand, a few candidates at a time (_embed_plan), so seeds past the last identity kept cost none.
+        order = [int(i) for i in np.nonzero(wanted)[0]]
+        emb: dict[int, np.ndarray] = {}
+        quick: dict[int, float] = {}
+        for pos, i in enumerate(order):
             if not quotas.open(cells[i]):
                 rejections["cell_full_or_outside_target"] += 1
                 continue
             funnel["in_open_cell"] += 1
-            sim = float(to_kept[i])
-            if accepted_here:  # identities kept earlier in this same batch
-                sim = max(sim, float((emb[accepted_here] @ emb[i]).max()))
+            if i not in emb:
+                part = _embed_plan(order, pos, cells, quotas, set(emb), max(0.05, (accepted + 1) / (decided + 1)))
+                t3 = time.perf_counter()
+                vecs = embed(images, records, part)
+                seconds["embed"] += time.perf_counter() - t3
+                seconds["embedded"] += len(part)
+                if distinct is None:
+                    distinct = DistinctSet(vecs.shape[1], max_similarity)
+                for j, v, q in zip(part, vecs, distinct.max_to_kept(vecs)):
+                    emb[j], quick[j] = v, float(q)
+            e = emb[i]
+            decided += 1
+            # The fast batch pass rejects only what is too similar beyond any rounding; every other candidate
+            # gets the canonical similarity, whose bits do not depend on batching (gandiff.identity.distinct).
+            clear = quick[i] - distinct.rounding_bound(e) >= max_similarity
+            sim = np.inf if clear else distinct.max_similarity(e)
             if sim >= max_similarity:
                 rejections["too_similar"] += 1
                 quotas.counts[cells[i]].too_similar += 1
                 continue
+            accepted += 1
             funnel["distinct"] += 1
-            distinct.add(emb[i], sim)
-            accepted_here.append(int(i))
+            distinct.add(e, sim)
             quotas.counts[cells[i]].kept += 1
             face = records[i][0]
             det = face.detection
             kept["seeds"].append(int(seeds[i]))
             kept["z"].append(z[i])
             kept["w"].append(w[i])
-            kept["emb"].append(emb[i])
+            kept["emb"].append(e)
             kept["rows"].append({
                 "seed": int(seeds[i]), "cell": target.label(cells[i]), **attribute_record(face.attributes),
                 "det_score": round(float(det.score), 4), "face_size": round(float(min(det.width, det.height)), 2),
@@ -172,6 +252,10 @@ def select_identities(source: Any, analyzer: Any, target: DemographicTarget, num
             })
         if on_batch:
             on_batch(drawn, len(kept["seeds"]))
+    if kept["seeds"]:  # render + analyse share of the last batch's seeds after the last identity kept
+        past = first_seed + drawn - 1 - kept["seeds"][-1]
+        seconds["past_last_kept"] = past
+        seconds["past_last_kept_seconds"] = last_batch[1] * past / max(1, last_batch[0])
     log.info("identities: %d kept from %d seeds (%s)", len(kept["seeds"]), drawn,
              ", ".join(f"{k}={v}" for k, v in funnel.items()))
     dim_w = source.w_dim

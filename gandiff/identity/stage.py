@@ -35,41 +35,45 @@ log = logging.getLogger(__name__)
 SEED_STRIDE = 1_000_000  # candidate seeds of global seed s start at first_seed + s * SEED_STRIDE
 
 
-def _device(cfg: Any) -> str:
+def _device(settings: Any) -> str:
     from gandiff.identity.sources import resolve_device
 
-    return resolve_device(str(cfg.device))
+    return resolve_device(settings.device)
 
 
-def build_source(cfg: Any, device: str) -> Any:
-    """The configured identity source; ``identity.impl=nvlabs`` swaps in NVlabs' own generator code."""
+def build_source(settings: Any, device: str) -> Any:
+    """The configured identity source; ``identity.impl=nvlabs`` swaps in NVlabs' own generator code.
+
+    ``settings``: the typed config (``ctx.settings``); the composed DictConfig, which has the same keys, works too.
+    """
     from hydra.utils import instantiate
 
-    idc = cfg.identity
+    idc = settings.identity
     if idc.impl == "nvlabs":
         from gandiff.identity.nvlabs import NVlabsStyleGANSource
 
         src = plain(idc.source)
         if "checkpoint" not in src:
             raise StageError("identity.impl=nvlabs needs identity.source.checkpoint (an NVlabs .pkl)")
+        # str(): the schema types identity.nvlabs_path Any (null unless impl=nvlabs)
         return NVlabsStyleGANSource(checkpoint=src["checkpoint"], nvlabs_path=str(idc.nvlabs_path), device=device,
                                     noise_mode=src.get("noise_mode", "const"),
                                     truncation_cutoff=src.get("truncation_cutoff"))
     return instantiate(idc.source, device=device)
 
 
-def build_analyzer(cfg: Any, device: str) -> Any:
-    """Detector + embedder + attribute classifier from the ``face`` / ``attributes`` groups."""
+def build_analyzer(settings: Any, device: str) -> Any:
+    """Detector + embedder + attribute classifier from the ``face`` / ``attributes`` groups (``settings``: the
+    typed config), the detector at ``identity.detect_size`` when that is set."""
     from hydra.utils import instantiate
 
     from gandiff.face.analyzer import FaceAnalyzer
 
-    extra = {}
-    if cfg.identity.detect_size:
-        extra["input_size"] = [int(cfg.identity.detect_size)] * 2
-    detector = instantiate(cfg.face.detector, device=device, **extra)
-    embedder = instantiate(cfg.face.embedder, device=device)
-    classifier = instantiate(cfg.attributes.classifier, device=device) if cfg.attributes.get("classifier") else None
+    face, classifier_spec, detect_size = settings.face, settings.attributes.classifier, settings.identity.detect_size
+    extra = {"input_size": [detect_size] * 2} if detect_size else {}
+    detector = instantiate(face.detector, device=device, **extra)
+    embedder = instantiate(face.embedder, device=device)
+    classifier = instantiate(classifier_spec, device=device) if classifier_spec else None
     return FaceAnalyzer(detector, embedder, classifier)
 
 
@@ -94,10 +98,11 @@ class IdentitiesStage(Stage):
 
     # ------------------------------------------------------------------------------------------ models
 
-    def models(self, cfg: Any) -> tuple[Any, Any]:
+    def models(self, settings: Any) -> tuple[Any, Any]:
+        """(source, analyzer), built once from the typed config."""
         if self._models is None:
-            device = _device(cfg)
-            self._models = (build_source(cfg, device), build_analyzer(cfg, device))
+            device = _device(settings)
+            self._models = (build_source(settings, device), build_analyzer(settings, device))
         return self._models
 
     # ------------------------------------------------------------------------------------------ selection
@@ -124,16 +129,17 @@ class IdentitiesStage(Stage):
         from gandiff.identity.edits import learn_directions, load_directions, save_directions
         from gandiff.identity.sampling import QualityGate, label_latents, select_identities
 
-        cfg, idc = ctx.cfg, ctx.cfg.identity
-        source, analyzer = self.models(cfg)
+        settings = ctx.settings
+        idc, edits = settings.identity, settings.identity.edits
+        source, analyzer = self.models(settings)
         try:
-            target = parse_target(plain(idc.target), int(idc.num), provided_attributes(analyzer.classifier))
+            target = parse_target(idc.target, idc.num, provided_attributes(analyzer.classifier))
         except TargetError as e:
             raise StageError(str(e)) from None
         log.info("identities: target %s over %s", {target.label(c): q for c, q in target.quotas.items()},
                  ", ".join(target.attributes) or "nothing")
-        first = int(idc.first_seed) + SEED_STRIDE * int(cfg.seed)
-        bar = iter(ctx.progress(range(int(idc.num)), total=int(idc.num), desc="identities: selecting"))
+        first = idc.first_seed + SEED_STRIDE * settings.seed
+        bar = iter(ctx.progress(range(idc.num), total=idc.num, desc="identities: selecting"))
         shown = [0]
 
         def on_batch(drawn: int, kept: int) -> None:
@@ -141,34 +147,33 @@ class IdentitiesStage(Stage):
                 next(bar, None)
                 shown[0] += 1
 
-        gate = QualityGate(float(idc.min_det_score), float(idc.min_face_size))
+        gate = QualityGate(idc.min_det_score, idc.min_face_size)
         try:
             sel = select_identities(
-                source, analyzer, target, num=int(idc.num), truncation=float(idc.truncation), first_seed=first,
-                batch_size=int(idc.batch_size), max_attempts=int(idc.max_attempts),
-                gate=gate, max_similarity=float(idc.max_similarity), on_batch=on_batch)
+                source, analyzer, target, num=idc.num, truncation=idc.truncation, first_seed=first,
+                batch_size=idc.batch_size, max_attempts=idc.max_attempts,
+                gate=gate, max_similarity=idc.max_similarity, on_batch=on_batch)
         except TargetNotMetError as e:
             raise StageError(str(e)) from None
         for _ in bar:  # finish the progress display
             pass
 
         # Edit directions: from a file, or learned on every quality-passing candidate's latent.
-        edits = idc.edits
         latent_std = sel.pool_w.std(axis=0) if len(sel.pool_w) > 1 else np.ones(source.w_dim, np.float32)
         if edits.file:
-            directions, std = load_directions(str(edits.file), source.w_dim)
+            directions, std = load_directions(str(edits.file), source.w_dim)  # str(): the schema types it Any
             latent_std = std if std is not None else latent_std
-        elif source.editable and list(edits.directions):
+        elif source.editable and edits.directions:
             pool_w, labels = sel.pool_w, sel.pool_labels
-            extra = int(edits.samples) - len(pool_w)
+            extra = edits.samples - len(pool_w)
             if extra > 0:  # more labelled latents than the selection saw: seeds after the last one drawn
                 more = np.arange(first + sel.funnel["drawn"], first + sel.funnel["drawn"] + extra, dtype=np.int64)
-                w2, l2 = label_latents(source, analyzer, more, float(idc.truncation), gate, int(idc.batch_size))
+                w2, l2 = label_latents(source, analyzer, more, idc.truncation, gate, idc.batch_size)
                 pool_w = np.concatenate([pool_w, w2])
                 labels = {k: list(v) + l2[k] for k, v in labels.items()}
             latent_std = pool_w.std(axis=0) if len(pool_w) > 1 else latent_std
             directions = learn_directions(pool_w, {k: np.array(v, dtype=object) for k, v in labels.items()},
-                                          list(edits.directions), min_samples=int(edits.min_samples), seed=int(cfg.seed))
+                                          edits.directions, min_samples=edits.min_samples, seed=settings.seed)
         else:
             directions = {}
         for d in directions.values():
@@ -193,23 +198,23 @@ class IdentitiesStage(Stage):
         from gandiff.identity.edits import load_directions, propose_variations
         from gandiff.identity.sampling import QualityGate
 
-        cfg, idc = ctx.cfg, ctx.cfg.identity
-        source, analyzer = self.models(cfg)
+        settings = ctx.settings
+        idc, edits = settings.identity, settings.identity.edits
+        source, analyzer = self.models(settings)
         sel_dir = self._selection_dir(ctx)
         record = read_json(sel_dir / "selection.json")
         with np.load(sel_dir / "selection.npz") as z:
             seeds, ws, anchors_emb, latent_std = z["seeds"], z["w"], z["embeddings"], z["latent_std"]
         directions = list(load_directions(sel_dir / "directions.npz", source.w_dim)[0].values())
-        gate = QualityGate(float(idc.min_det_score), float(idc.min_face_size))
+        gate = QualityGate(idc.min_det_score, idc.min_face_size)
         # Variations: latent edits where the source has an editable latent space; otherwise the source's
         # own re-noising (``render_variations``, e.g. SDEdit for diffusion models); otherwise none.
         renoise = not source.editable and callable(getattr(source, "render_variations", None))
-        K = int(idc.variations) if source.editable or renoise else 0
-        if int(idc.variations) and not K:
+        K = idc.variations if source.editable or renoise else 0
+        if idc.variations and not K:
             log.warning("identities: %s has no latent space to edit and no render_variations: anchors only "
                         "(identity.variations ignored)", source.name)
-        edits = idc.edits
-        strength = (float(edits.strength[0]), float(edits.strength[1]))
+        strength = tuple(edits.strength)  # (lo, hi), checked by the schema
         for key in ctx.progress(keys, total=len(keys), desc="identities: rendering"):
             i = int(key.split("_")[1])
             folder = Path("images") / key
@@ -218,19 +223,19 @@ class IdentitiesStage(Stage):
             save_image(ctx.dir / files[0], anchor)
             embs = [anchors_emb[i]]
             kept_edits: list[dict] = []
-            rng = np.random.default_rng([int(cfg.seed), int(seeds[i])])
+            rng = np.random.default_rng([settings.seed, int(seeds[i])])
             shrink, attempts_made = 1.0, 0
             for _round in range(3):  # gentler edits each round until K variations are kept
                 need = K - len(kept_edits)
                 if need <= 0:
                     break
-                count = need * int(edits.attempts)
+                count = need * edits.attempts
                 if renoise:  # one noise seed per candidate, drawn from the identity's own generator
                     noise_seeds = rng.integers(0, 2**32, size=count, dtype=np.uint64).tolist()
                     images, meta = source.render_variations(ws[i], noise_seeds, shrink=shrink)
                 else:
                     cand, meta = propose_variations(ws[i], directions, latent_std, count, strength,
-                                                    float(edits.perturbation), rng, shrink=shrink)
+                                                    edits.perturbation, rng, shrink=shrink)
                     images = source.render(cand)
                 attempts_made += count
                 records = analyzer.analyze_batch(list(images))
@@ -238,7 +243,7 @@ class IdentitiesStage(Stage):
                     if len(kept_edits) >= K or gate.check(faces) is not None:
                         continue
                     sim = float(np.dot(faces[0].embedding, anchors_emb[i]))
-                    if sim < float(idc.min_variation_similarity):
+                    if sim < idc.min_variation_similarity:
                         continue
                     name = folder / f"var_{len(kept_edits):02d}.png"
                     save_image(ctx.dir / name, img)
@@ -252,7 +257,7 @@ class IdentitiesStage(Stage):
             emb_path = folder / "embeddings.npy"
             with atomic_path(ctx.dir / emb_path) as tmp:
                 np.save(tmp, np.stack(embs).astype(np.float32))
-            row = {"id": key, "index": i, "truncation": float(idc.truncation), **record["rows"][i],
+            row = {"id": key, "index": i, "truncation": idc.truncation, **record["rows"][i],
                    "num_variations": len(kept_edits), "variation_attempts": attempts_made,
                    "variation_edits": json.dumps([{k: v for k, v in e.items() if k != "similarity"} for e in kept_edits]),
                    "variation_similarity": [e["similarity"] for e in kept_edits],
@@ -285,7 +290,7 @@ class IdentitiesStage(Stage):
             "identities": len(rows), "cells": record["cells"], "funnel": funnel, "rejections": record["rejections"],
             "acceptance": {k: round(funnel[k] / funnel["drawn"], 4) if funnel.get("drawn") else None for k in funnel},
             "inter_identity_similarity": record["similarity"], "directions": record["directions"],
-            "variations": {"kept": len(variation_sims), "wanted": int(ctx.cfg.identity.variations) * len(rows),
+            "variations": {"kept": len(variation_sims), "wanted": ctx.settings.identity.variations * len(rows),
                            "min_similarity": min(variation_sims) if variation_sims else None,
                            "mean_similarity": float(np.mean(variation_sims)) if variation_sims else None},
         }

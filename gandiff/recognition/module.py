@@ -3,8 +3,9 @@
 The backbone and head are built outside (``build_backbone`` / ``build_head``) and passed in, so any
 ``nn.Module`` mapping ``(B, 3, 112, 112)`` to ``(B, D)`` trains here; their specs are saved as plain-type
 hyper-parameters, so checkpoints load with ``weights_only=True`` (``load_recognizer``). On GPU: uint8
-batches normalised on the device, channels-last, ``bf16-mixed`` (embedding layer and head in float32),
-optional ``compile``. A non-finite loss raises ``NonFiniteLossError`` naming the step and the batch's indices.
+batches normalised on the device, channels-last, ``bf16-mixed``, optional ``compile`` (backbone and head).
+No host sync per step: the loss is logged on ``log_every_n_steps`` steps only and the NaN check reads the
+last ``nan_check_every`` losses at once. A non-finite loss raises ``NonFiniteLossError`` naming the step.
 
 Design: docs/design.md#the-recognizer-module.
 """
@@ -64,7 +65,7 @@ class RecognitionModule(L.LightningModule):
     def __init__(self, backbone: nn.Module, head: nn.Module, backbone_spec: dict[str, Any] | None = None,
                  head_spec: dict[str, Any] | None = None, optimizer: str = "sgd", learning_rate: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: float = 1.0,
-                 schedule: str = "poly", poly_power: float = 2.0, nan_check_every: int = 1,
+                 schedule: str = "poly", poly_power: float = 2.0, nan_check_every: int = 50,
                  compile: bool = False, val_nfolds: int = 10, lr_milestones: list[float] | None = None,
                  lr_gamma: float = 0.1, bn_weight_decay: bool = True):
         super().__init__()
@@ -81,7 +82,10 @@ class RecognitionModule(L.LightningModule):
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.backbone.compile()  # in place: state_dict keys stay insightface's
+            # nn.Module.compile is in place: the state_dict keys (insightface's backbone names, the head's
+            # ``weight`` / AdaFace buffers) stay as they are, so checkpoints load either way.
+            self.backbone.compile()
+            self.head.compile()
             self._compiled = True
 
     def on_fit_start(self) -> None:
@@ -109,8 +113,21 @@ class RecognitionModule(L.LightningModule):
             if len(self.skipped_examples) < 5:
                 self.skipped_examples += list(batch.get("skipped_examples", []))[: 5 - len(self.skipped_examples)]
                 log.warning("skipped %d unreadable image(s), e.g. %s", batch["skipped"], batch["skipped_examples"][0])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(emb))
+        if self._is_log_step():
+            # On log steps only, and not to the progress bar: Lightning turns a ``prog_bar`` value into a
+            # Python float (``.item()``, a device sync) on every step after it was first logged. The bar shows
+            # TrainingHistory's loss instead, fetched without a sync (gandiff.recognition.train).
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, batch_size=len(emb))
         return loss
+
+    def _is_log_step(self) -> bool:
+        """Whether this training step's loss is logged: the optimiser step it completes is a multiple of
+        ``log_every_n_steps`` (TrainingHistory's rule), or the last of ``max_steps``."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        step, every = self.global_step + 1, max(1, int(trainer.log_every_n_steps))
+        return step % every == 0 or step == trainer.max_steps
 
     def _watch_loss(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
         self._recent.append((int(self.global_step), batch_idx, loss.detach(), batch["index"]))

@@ -11,7 +11,9 @@ Design: docs/design.md#the-train-stage.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,14 @@ def open_training_data(data: str, export_dir: Path) -> tuple[Any, str]:
     return open_dataset(where), str(where)
 
 
+def builder_spec(settings: Any, builder: Callable[..., Any], **given: Any) -> dict[str, Any]:
+    """The keyword arguments of ``builder`` (``build_backbone``, ``build_head``) as a plain dict: ``given`` first,
+    then every field of the ``settings`` dataclass (``RecognizerConfig``) that ``builder`` takes, in the schema's
+    order. Plain values (lists copied): it is saved in the checkpoint's hyper-parameters."""
+    takes = inspect.signature(builder).parameters
+    return {**given, **{k: v for k, v in plain(settings).items() if k in takes and k not in given}}
+
+
 class TrainStage(Stage):
     name = "train"
     upstream = ("export",)
@@ -49,9 +59,8 @@ class TrainStage(Stage):
         return [MODEL]
 
     def process(self, ctx: StageContext, keys: list[str]) -> None:
-        t = ctx.cfg.trainer
         try:
-            dataset, where = open_training_data(str(t.data), ctx.input_dir("export"))
+            dataset, where = open_training_data(ctx.settings.trainer.data, ctx.input_dir("export"))
             num_images, num_ids = len(dataset), len(set(dataset.labels.tolist())) if len(dataset) else 0
             reason = None if num_ids >= 2 else f"the dataset has {num_images} images of {num_ids} identities"
         except ValueError as e:  # EmptyDatasetError (a ValueError) says why the export is empty
@@ -79,7 +88,7 @@ class TrainStage(Stage):
               why: str = "") -> None:
         """No model. trainer.on_empty=skip records why (the stages after go on without one); error stops."""
         msg = f"training skipped: {reason}{why}"
-        if str(ctx.cfg.trainer.on_empty) == "error":
+        if ctx.settings.trainer.on_empty == "error":
             raise StageError(f"train: {msg} ({where}). Set trainer.on_empty=skip to go on without a model")
         log.warning("%s (%s)", msg, where)
         row = {"status": "skipped", "reason": ctx.portable(reason), "num_images": num_images,
@@ -97,35 +106,28 @@ class TrainStage(Stage):
         from gandiff.recognition.module import NonFiniteLossError, RecognitionModule
         from gandiff.recognition.train import fit_recognizer
 
-        r, t = ctx.cfg.recognizer, ctx.cfg.trainer
-        seed = int(ctx.cfg.seed)
+        r, t, seed = ctx.settings.recognizer, ctx.settings.trainer, ctx.settings.seed
         L.seed_everything(seed, workers=True, verbose=False)
-        dm = FaceDataModule(dataset, batch_size=int(t.batch_size), seed=seed, num_workers=int(t.num_workers),
-                            augment=plain(t.augment), heldout=str(t.heldout),
-                            heldout_fraction=float(t.heldout_fraction), heldout_pairs=int(t.heldout_pairs),
-                            val_bins=plain(t.val_bins), val_batch_size=int(t.val_batch_size), source=where)
-        backbone_spec = {"name": str(r.backbone), "embedding_size": int(r.embedding_size),
-                         "dropout": float(r.dropout), "fp16": bool(r.fp16)}
-        head_spec = {"name": str(r.head), "num_classes": int(dm.num_classes), "embedding_size": int(r.embedding_size),
-                     "scale": float(r.scale), "margin": float(r.margin),
-                     "combined_margins": [float(m) for m in r.combined_margins], "easy_margin": bool(r.easy_margin),
-                     "subcenters": int(r.subcenters), "adaface_h": float(r.adaface_h),
-                     "adaface_t_alpha": float(r.adaface_t_alpha)}
+        dm = FaceDataModule(dataset, batch_size=t.batch_size, seed=seed, num_workers=t.num_workers,
+                            augment=plain(t.augment), heldout=t.heldout, heldout_fraction=t.heldout_fraction,
+                            heldout_pairs=t.heldout_pairs, val_bins=t.val_bins, val_batch_size=t.val_batch_size,
+                            source=where)
+        backbone_spec = builder_spec(r, build_backbone, name=r.backbone)
+        head_spec = builder_spec(r, build_head, name=r.head, num_classes=dm.num_classes)
         module = RecognitionModule(
             build_backbone(**backbone_spec), build_head(**head_spec), backbone_spec, head_spec,
-            optimizer=str(t.optimizer), learning_rate=float(t.learning_rate), momentum=float(t.momentum),
-            weight_decay=float(t.weight_decay), warmup_epochs=float(t.warmup_epochs), schedule=str(t.schedule),
-            poly_power=float(t.poly_power), nan_check_every=int(t.nan_check_every), compile=bool(t.compile),
-            lr_milestones=[float(m) for m in t.lr_milestones], lr_gamma=float(t.lr_gamma),
-            bn_weight_decay=bool(t.bn_weight_decay))
+            optimizer=t.optimizer, learning_rate=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay,
+            warmup_epochs=t.warmup_epochs, schedule=t.schedule, poly_power=t.poly_power,
+            nan_check_every=t.nan_check_every, compile=t.compile,
+            lr_milestones=list(t.lr_milestones),  # its own list: the hyper-parameters must not alias ctx.settings
+            lr_gamma=t.lr_gamma, bn_weight_decay=t.bn_weight_decay)
         try:
             metrics = fit_recognizer(
-                module, dm, ctx.dir, accelerator=str(t.accelerator), devices=plain(t.devices),
-                strategy=str(t.strategy), num_nodes=int(t.num_nodes), precision=str(t.precision),
-                max_epochs=int(t.max_epochs), max_steps=int(t.max_steps),
-                gradient_clip_val=float(t.gradient_clip_val), log_every_n_steps=int(t.log_every_n_steps),
-                val_every_n_epochs=int(t.val_every_n_epochs), checkpoint_every_n_steps=int(t.checkpoint_every_n_steps),
-                deterministic=bool(t.deterministic), tracker=ctx.tracker)
+                module, dm, ctx.dir, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+                num_nodes=t.num_nodes, precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+                gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps,
+                val_every_n_epochs=t.val_every_n_epochs, checkpoint_every_n_steps=t.checkpoint_every_n_steps,
+                deterministic=t.deterministic, tracker=ctx.tracker)
         except NonFiniteLossError as e:
             raise StageError(f"train: {e}") from None
         ctx.timings.update(metrics.pop("timings"))

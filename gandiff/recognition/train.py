@@ -21,7 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gandiff.artifacts import atomic_write_json
@@ -140,6 +140,24 @@ class TrainingHistory(Callback):
         return self.train_images / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+class HistoryProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the newest loss TrainingHistory has on the host.
+
+    The module logs no progress-bar value: Lightning would turn it into a float (``.item()``, a device
+    sync) after every step. The loss shown here was fetched without one, at a log step.
+    """
+
+    def __init__(self, history: TrainingHistory, refresh_rate: int = 1):
+        super().__init__(refresh_rate=refresh_rate)
+        self.history = history
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        if self.history.loss:
+            items["loss"] = f"{self.history.loss[-1]['loss']:.4g}"
+        return items
+
+
 class RelocatableCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose saved state names its files relative to its folder.
 
@@ -225,8 +243,12 @@ def build_trainer(out_dir: Path, *, accelerator: str = "auto", devices: Any = "a
                   num_nodes: int = 1, precision: str = "32-true", max_epochs: int = 1, max_steps: int = -1,
                   gradient_clip_val: float = 0.0, log_every_n_steps: int = 10, val_every_n_epochs: int = 1,
                   checkpoint_every_n_steps: int = 0, deterministic: bool = False, validate: bool = True,
-                  tracker: Any = None, callbacks: list[Callback] | None = None) -> tuple[L.Trainer, TrainingHistory]:
+                  tracker: Any = None, callbacks: list[Callback] | None = None,
+                  progress_bar: bool | None = None) -> tuple[L.Trainer, TrainingHistory]:
+    """The Trainer ``fit_recognizer`` runs. ``progress_bar``: shown when stderr is a terminal unless said
+    (``HistoryProgressBar``); off, nothing is drawn or formatted per step."""
     history = TrainingHistory(every=log_every_n_steps, tracker=tracker)
+    bar = sys.stderr.isatty() if progress_bar is None else progress_bar
     # One retained checkpoint: the new file is complete before the old one is removed.
     ckpt = RelocatableCheckpoint(dirpath=out_dir / CHECKPOINT_DIR, filename="epoch{epoch:03d}-step{step:08d}",
                            auto_insert_metric_name=False, save_top_k=1, monitor=None,
@@ -240,8 +262,9 @@ def build_trainer(out_dir: Path, *, accelerator: str = "auto", devices: Any = "a
         limit_val_batches=1.0 if validate else 0, num_sanity_val_steps=0,
         use_distributed_sampler=False,  # FaceDataModule's SeededSampler splits ranks itself (and resumes)
         deterministic=deterministic, benchmark=not deterministic, logger=False,
-        callbacks=[history, *(callbacks or []), ckpt], plugins=[CanonicalCheckpointIO()],
-        enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False, default_root_dir=str(out_dir),
+        callbacks=[history, *(callbacks or []), ckpt, *([HistoryProgressBar(history)] if bar else [])],
+        plugins=[CanonicalCheckpointIO()],
+        enable_progress_bar=bar, enable_model_summary=False, default_root_dir=str(out_dir),
     )
     return trainer, history
 

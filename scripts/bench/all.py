@@ -48,9 +48,7 @@ def main() -> int:
             print(f"\n# {name}: {cmd}", flush=True)
             out = Path(tmp) / f"{name}.json"
             t0 = time.perf_counter()
-            # curate.py keeps its own round-robin timer and prints its table; it writes no JSON yet.
-            json_args = [] if name == "curate" else ["--json", str(out)]
-            rc = subprocess.call([sys.executable, str(HERE / f"{name}.py"), *QUICK[name], *json_args])
+            rc = subprocess.call([sys.executable, str(HERE / f"{name}.py"), *QUICK[name], "--json", str(out)])
             print(f"[{name}: {time.perf_counter() - t0:.1f} s, exit {rc}]", flush=True)
             if rc:
                 failed.append(name)

@@ -1,12 +1,12 @@
 """Scoring throughput of the curate stage against a plain one-image-at-a-time loop, in the same run.
 
-    .venv/bin/python scripts/bench/curate.py [--images 64] [--repeats 3]
+    .venv/bin/python scripts/bench/curate.py [--images 64] [--rounds 5] [--json out.json] [--no-detail]
 
 Two image sets, both real formats: 192x192 real-face portraits (the packaged photos, augmented: the test
 fakes) and 64x64 DCGAN faces that fill the frame (what the demo generates). Models as in
 ``conf/face/offline.yaml`` + ``conf/attributes/age_gender.yaml``: YuNet, SFace, age-gender.
 
-Paths (each row scores every image: detect, keep the largest face, align, pose, sharpness, embed, attributes):
+Paths (each scores every image: detect, keep the largest face, align, pose, sharpness, embed, attributes):
 
 - ``reference``: the plain loop a person would write: ``detect(image)``, ``align_face``, ``embed(crop[None])``,
   ``classify(image, [landmarks])``, one image at a time, detector at the face config's 640x640;
@@ -16,12 +16,14 @@ Paths (each row scores every image: detect, keep the largest face, align, pose, 
   detector's own ``batch_size`` 8);
 - ``... @160``: the detector at ``curation.detect_size=160`` (the demo's setting for 64x64 generations).
 
-Columns: images/s from the median wall time of ``--repeats`` runs after a warm-up (the paths of a set run in
-turn within each repeat, so load changes hit them alike); images per CPU-second
-(process time: steadier on a shared, loaded machine); faces found; ratio of wall time to the reference
-row of the same image set. The second table splits the batched path's time by step; the third times each
-model at 1, 8 and 32 items per call (why batching does not pay on a CPU). CPU numbers on a
-shared machine are noisy: compare ratios, and rerun on the machine you care about.
+Every path of a set runs interleaved with the reference (reference, b1, batched, ..., reference, b1, ...
+``--rounds`` rounds after a warm-up; ``scripts/bench/harness.py``), and each is reported as its median
+speed-up over the reference with the min-max over rounds. The headline comparisons (what ``--json`` writes for
+``scripts/bench/all.py``) are the configured stage path of each set: ``gandiff batched`` on the portraits,
+``gandiff batched @160`` on the DCGAN faces; the others are printed as variants. Unless ``--no-detail``, two
+more tables follow: the batched path's time split by step, and each model at 1, 8 and 32 items per call
+(why batching does not pay on a CPU), both medians of interleaved rounds. CPU numbers on a shared machine
+are noisy: compare ratios, and rerun on the machine you care about.
 """
 
 from __future__ import annotations
@@ -29,40 +31,37 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-
-def timed(fn, repeats: int) -> tuple[float, float, object]:
-    """Median wall seconds, median process CPU seconds and the last result of ``fn()`` after a warm-up call."""
-    return timed_round_robin([fn], repeats)[0]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROUNDS, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
 
 
-def timed_round_robin(fns, repeats: int) -> list[tuple[float, float, object]]:
-    """``timed`` for several functions, run in turn within each repeat so that a change in the machine's
-    load during the run falls on all of them alike (this machine is shared)."""
-    outs = [fn() for fn in fns]  # warm-up
-    walls: list[list[float]] = [[] for _ in fns]
-    cpus: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t, c = time.perf_counter(), time.process_time()
-            outs[i] = fn()
-            walls[i].append(time.perf_counter() - t)
-            cpus[i].append(time.process_time() - c)
-    return [(statistics.median(w), statistics.median(c), o) for w, c, o in zip(walls, cpus, outs)]
+def median_walls(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median wall seconds of each function, interleaved (harness.interleave)."""
+    return {k: statistics.median(w) for k, (w, _) in interleave(fns, rounds).items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=64, help="images per set")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", "--repeats", dest="rounds", type=int, default=ROUNDS,
+                    help=f"interleaved rounds per comparison (issue 20: at least {ROUNDS})")
     ap.add_argument("--batch", type=int, default=32, help="face.batch_size: images per stage call")
     ap.add_argument("--det-batch", type=int, default=8, help="the detector's own batch_size (conf/face/offline.yaml)")
-    args = ap.parse_args()
+    ap.add_argument("--detail-rounds", type=int, default=3, help="rounds for the per-step and batch-size tables")
+    ap.add_argument("--no-detail", action="store_true", help="skip the per-step and batch-size tables")
+    ap.add_argument("--json", default=None, help="write the headline comparisons here (for scripts/bench/all.py)")
+    args = ap.parse_args(argv)
+    for flag, value in (("--images", args.images), ("--rounds", args.rounds), ("--batch", args.batch),
+                        ("--det-batch", args.det_batch), ("--detail-rounds", args.detail_rounds)):
+        if value < 1:
+            ap.error(f"{flag} {value}: must be >= 1")
     root = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(root))
     from gandiff.config import package_file
@@ -116,64 +115,82 @@ def main() -> None:
         classify_faces(pairs, clf)
         return len(ok)
 
-    def run(images, path: str, det: YuNetDetector, batch: int) -> int:
-        return reference(images, det) if path == "reference" else gandiff(images, det, batch)
-
-    rows = []
+    comps = []
+    found: dict[tuple[str, str], int] = {}
     for name, images in sets.items():
-        paths = [("reference", "reference", detector(640, 1), 1), ("gandiff b1", "gandiff", detector(640, 1), 1),
-                 (f"gandiff batched ({args.batch}/{args.det_batch})", "gandiff", detector(640, args.det_batch),
-                  args.batch)]
+        paths = [("gandiff b1", detector(640, 1), 1),
+                 (f"gandiff batched ({args.batch}/{args.det_batch})", detector(640, args.det_batch), args.batch)]
         if name.startswith("DCGAN"):
-            paths += [("gandiff b1 @160", "gandiff", detector(160, 1), 1),
-                      (f"gandiff batched @160 ({args.batch}/{args.det_batch})", "gandiff",
-                       detector(160, args.det_batch), args.batch)]
-        results = timed_round_robin([partial(run, images, path, det, batch) for _, path, det, batch in paths],
-                                    args.repeats)
-        ref_wall = results[0][0]
-        for (label, *_), (wall, cpu, found) in zip(paths, results):
-            rows.append((name, label, len(images), found, len(images) / wall, len(images) / max(cpu, 1e-9),
-                         ref_wall / wall))
+            paths += [("gandiff b1 @160", detector(160, 1), 1),
+                      (f"gandiff batched @160 ({args.batch}/{args.det_batch})", detector(160, args.det_batch),
+                       args.batch)]
+        headline = paths[-1][0]  # the configured stage path of this set
 
-    print("\n## curate scoring (CPU)")
-    print(f"{'images':<17}{'path':<34}{'n':>4}{'faces':>6}{'img/s':>8}{'img/CPU-s':>11}{'vs ref':>8}")
-    for name, label, n, found, ips, ipc, ratio in rows:
-        print(f"{name:<17}{label:<34}{n:>4}{found:>6}{ips:>8.1f}{ipc:>11.1f}{ratio:>8.2f}")
+        def recorded(label: str, fn: Callable[[], int], name: str = name) -> Callable[[], int]:
+            def call() -> int:
+                found[(name, label)] = fn()
+                return found[(name, label)]
+            return call
+
+        fns = {"reference": recorded("reference", partial(reference, images, detector(640, 1)))}
+        for label, det, batch in paths:
+            fns[label] = recorded(label, partial(gandiff, images, det, batch))
+        t = interleave(fns, args.rounds)
+        for label, _, _ in paths:
+            c = compare(f"curate scoring, {name}" + ("" if label == headline else " (variant)"), t, label,
+                        "reference", len(images), "images/s")
+            c.gandiff = label
+            c.reference = "plain loop, one image at a time (detector 640x640)"
+            comps.append(c)
+
+    print(f"{args.images} images per set; faces found: "
+          + ", ".join(f"{n} / {label}: {k}" for (n, label), k in found.items()))
+    print_comparisons("curate scoring (CPU)", comps)
+    write_comparisons(args.json, "curate", [c for c in comps if "(variant)" not in c.name],
+                      {"images": args.images, "batch": args.batch, "det_batch": args.det_batch})
+    if args.no_detail:
+        return
 
     # Where the batched path's time goes, per image (192 px set at 640, 64 px set at 160).
-    print("\n## batched path, milliseconds per image by step")
+    print(f"\n## batched path, milliseconds per image by step (median of {args.detail_rounds} interleaved rounds)")
     print(f"{'images':<17}{'canvas':>7}{'detect':>8}{'align':>7}{'pose':>6}{'sharp':>7}{'embed':>7}{'attrs':>7}")
     for name, size in (("portraits 192px", 640), ("DCGAN 64px", 160)):
         images = sets[name]
-        t_det, _, found = timed(partial(detect_all, images, detector(size, args.det_batch), args.batch), args.repeats)
-        chosen = [(img, max(d, key=lambda f: f.area)) for img, d in zip(images, found) if d]
+        det = detector(size, args.det_batch)
+        found_faces = detect_all(images, det, args.batch)
+        chosen = [(img, max(d, key=lambda f: f.area)) for img, d in zip(images, found_faces) if d]
         pairs = [(img, d.landmarks) for img, d in chosen]
-        t_align, _, crops = timed(partial(align_all, pairs), args.repeats)
-        crops = np.stack(crops)
-        t_pose, _, _ = timed(partial(poses_from_landmarks, np.stack([lm for _, lm in pairs])), args.repeats)
-        t_sharp, _, _ = timed(partial(sharpness_all, crops), args.repeats)
-        t_emb, _, _ = timed(partial(embed_faces, [], crops, emb, args.batch), args.repeats)
-        t_att, _, _ = timed(partial(classify_faces, pairs, clf), args.repeats)
-        ms = [1000 * t / len(images) for t in (t_det, t_align, t_pose, t_sharp, t_emb, t_att)]
+        if not pairs:
+            print(f"{name:<17}{size:>7}  no faces found")
+            continue
+        crops = np.stack(align_all(pairs))
+        landmarks = np.stack([lm for _, lm in pairs])
+        steps = {"detect": partial(detect_all, images, det, args.batch), "align": partial(align_all, pairs),
+                 "pose": partial(poses_from_landmarks, landmarks), "sharp": partial(sharpness_all, crops),
+                 "embed": partial(embed_faces, [], crops, emb, args.batch),
+                 "attrs": partial(classify_faces, pairs, clf)}
+        walls = median_walls(steps, args.detail_rounds)
+        ms = [1000 * walls[k] / len(images) for k in steps]
         print(f"{name:<17}{size:>7}" + "".join(f"{v:>{w}.2f}" for v, w in zip(ms, (8, 7, 6, 7, 7, 7))))
 
-
     # Why batching does not pay on the CPU: the same model calls at 1, 8 and 32 items per call.
-    print("\n## milliseconds per item by batch size (round-robin, same process)")
+    print(f"\n## milliseconds per item by batch size (median of {args.detail_rounds} interleaved rounds)")
     sizes = (1, 8, 32)
     print(f"{'model':<28}" + "".join(f"{f'batch {b}':>10}" for b in sizes))
-    portraits = sets["portraits 192px"]
-    chosen = [max(d, key=lambda f: f.area) for d in detect_all(portraits, detector(640, 1), 1)]
-    pairs = [(img, d.landmarks) for img, d in zip(portraits, chosen)]
-    crops = np.stack(align_all(pairs))
+    faces = sets["portraits 192px"]
+    found_faces = detect_all(faces, detector(640, 1), 1)
+    chosen = [(img, max(d, key=lambda f: f.area)) for img, d in zip(faces, found_faces) if d]
+    crops = np.stack(align_all([(img, d.landmarks) for img, d in chosen]))
+    dcgan = sets["DCGAN 64px"]
     cases = {
-        "YuNet, 192 px at 640x640": [partial(detect_all, portraits, detector(640, b), b) for b in sizes],
-        "YuNet, 64 px at 160x160": [partial(detect_all, sets["DCGAN 64px"], detector(160, b), b) for b in sizes],
-        "SFace, 112x112 crops": [partial(embed_faces, [], crops, emb, b) for b in sizes],
+        "YuNet, 192 px at 640x640": (len(faces), {b: partial(detect_all, faces, detector(640, b), b) for b in sizes}),
+        "YuNet, 64 px at 160x160": (len(dcgan), {b: partial(detect_all, dcgan, detector(160, b), b) for b in sizes}),
+        "SFace, 112x112 crops": (len(crops), {b: partial(embed_faces, [], crops, emb, b) for b in sizes}),
     }
-    for label, fns in cases.items():
-        res = timed_round_robin(fns, args.repeats)
-        print(f"{label:<28}" + "".join(f"{1000 * wall / len(portraits):>10.2f}" for wall, _, _ in res))
+    for label, (items, fns) in cases.items():
+        walls = median_walls(fns, args.detail_rounds)
+        print(f"{label:<28}" + "".join(f"{1000 * walls[b] / items:>10.2f}" for b in sizes))
+
 
 def sharpness_all(crops: np.ndarray) -> list[float]:
     from gandiff.curation.score import sharpness

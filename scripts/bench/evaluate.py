@@ -6,7 +6,11 @@
 Rows: all-pairs mated/non-mated scores of N embeddings (blocked upper-triangle tiles vs one row at a time
 vs a pure-Python double loop on a subset), IJB template-pair scoring (blocked matrix products vs per-pair
 gathers), and the ROC (two sorted arrays + searchsorted vs sklearn.metrics.roc_curve). Each pair of paths
-runs interleaved (--rounds, ``scripts/bench/harness.py``).
+runs interleaved (--rounds, ``scripts/bench/harness.py``), every path under the same pinned BLAS/OpenMP thread
+count (--threads, default 1; threadpoolctl): on a shared 2-core machine two BLAS threads per process
+oversubscribe the cores, and a path of many small BLAS calls (one row at a time: N calls) then pays the
+threads' wake-up on every call while the tiled path pays it a few times, so an unpinned ratio measures the
+machine's load rather than the algorithm.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROUNDS, compare, interleave, print_comparisons, write_comparisons  # noqa: E402
+from harness import (ROUNDS, compare, interleave, pinned_threads, print_comparisons,  # noqa: E402
+                     write_comparisons)
 
 
 def rowwise_pairs(e, y):
@@ -57,9 +62,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--templates", type=int, default=5000)
     p.add_argument("--pairs", type=int, default=2_000_000)
     p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP threads for every path (the same for reference and gandiff)")
     p.add_argument("--json", default=None, help="write the comparisons here (scripts/bench/all.py reads them)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads {args.threads}: must be >= 1")
+    import sklearn.metrics  # noqa: F401  (load every BLAS/OpenMP library before pinning their pools)
 
+    import gandiff.evaluation.distributions  # noqa: F401
+    import gandiff.evaluation.ijb  # noqa: F401
+
+    with pinned_threads(args.threads) as threads_line:
+        comps = run(args)
+    print(f"{args.n} embeddings of dimension {args.dim}, {args.ids} identities; {threads_line}")
+    print_comparisons("evaluate", comps)
+    write_comparisons(args.json, "evaluate", comps[:1], {"threads": args.threads, "pools": threads_line})
+
+
+def run(args: argparse.Namespace) -> list:
     from sklearn.metrics import roc_curve
 
     from gandiff.evaluation.distributions import all_pair_scores, roc
@@ -78,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     t = interleave({"row": lambda: rowwise_pairs(e, y), "blocked": lambda: all_pair_scores(e, y, block=2048)},
                    args.rounds)
     comps = [compare(f"all-pairs scores, N = {args.n}", t, "blocked", "row", n_pairs, "pairs/s")]
-    comps[0].gandiff, comps[0].reference = "all_pair_scores, blocked tiles (2048)", "one row at a time"
+    comps[0].gandiff = f"all_pair_scores, blocked tiles (2048), {args.threads} thread(s)"
+    comps[0].reference = f"one row at a time, {args.threads} thread(s)"
     # The Python double loop is timed on N = 400 only: both sides at that size.
     t = interleave({"python": lambda: python_pairs(e[:sub], y[:sub]),
                     "blocked": lambda: all_pair_scores(e[:sub], y[:sub], block=2048)}, args.rounds)
@@ -104,9 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     c = compare("ROC", t, "ours", "sklearn", len(sc), "scores/s")
     c.gandiff, c.reference = "roc: sorted + searchsorted", "sklearn.metrics.roc_curve"
     comps.append(c)
-    print(f"{args.n} embeddings of dimension {args.dim}, {args.ids} identities")
-    print_comparisons("evaluate", comps)
-    write_comparisons(args.json, "evaluate", comps[:1])
+    return comps
 
 
 if __name__ == "__main__":

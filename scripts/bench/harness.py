@@ -17,7 +17,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,7 +124,8 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
-def print_table(title: str, rows: list[Row], file: Any = sys.stdout) -> None:
+def print_table(title: str, rows: list[Row], file: Any = None) -> None:
+    file = file or sys.stdout  # looked up per call (a test's captured stdout, a redirect)
     head = ["benchmark", "value", "unit", "reference", "speed-up", "floor s", "measured s", "x floor", "peak GB"]
     body = [[r.name, _fmt(r.value), r.unit, _fmt(r.reference), _fmt(r.ratio), _fmt(r.floor_seconds),
              _fmt(r.measured_seconds), _fmt(r.floor_ratio), _fmt(r.peak_mem_gb)] for r in rows]
@@ -184,6 +186,29 @@ def interleave(fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS, warmup: 
             out[label][0].append(wall)
             out[label][1].append(cpu)
     return out
+
+
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[str]:
+    """Run the block with every BLAS / OpenMP pool (threadpoolctl) and, if torch is loaded, torch's intra-op
+    pool at ``threads`` threads, so that the reference and gandiff are measured under the same count (a ratio
+    then measures the algorithm, not how each side copes with oversubscription). Yields a line saying so."""
+    if threads < 1:
+        raise ValueError(f"threads={threads}: must be >= 1")
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=threads):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        try:
+            pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+            yield (f"threads: {threads} (BLAS/OpenMP pools: {', '.join(pools) or 'none loaded'}"
+                   + (f"; torch={threads}" if torch is not None else "") + ")")
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
 
 
 @dataclass
@@ -254,8 +279,9 @@ def format_ratio(c: Comparison) -> str:
     return f"{c.median:.2f}x [{c.low:.2f}-{c.high:.2f}]"
 
 
-def print_comparisons(title: str, comps: list[Comparison], file: Any = sys.stdout) -> None:
+def print_comparisons(title: str, comps: list[Comparison], file: Any = None) -> None:
     """The interleaved comparisons of one benchmark: rates (median over rounds) and the ratio's spread."""
+    file = file or sys.stdout
     head = ["comparison", "gandiff", "reference", "rate", "ref rate", "speed-up [min-max]", "cpu", "n"]
     body = [[c.name, c.gandiff, c.reference, f"{c.gandiff_rate:.4g}", f"{c.reference_rate:.4g} {c.unit}",
              format_ratio(c), "-" if c.cpu_median is None else f"{c.cpu_median:.2f}x", str(c.rounds)]

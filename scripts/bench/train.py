@@ -10,8 +10,22 @@ includes real data loading (decode, flip, collate, host-to-device copy). Three m
 - Lightning: ``RecognitionModule`` under ``lightning.Trainer`` (what ``gandiff train`` runs).
 
 The plain loop and Lightning run interleaved (``--rounds``, ``scripts/bench/harness.py``); the ratio is
-Lightning's speed over the plain loop's (1.0: no overhead). ``--profile DIR`` writes cProfile files of one
-more run of each (``python -m pstats DIR/lightning.prof``).
+Lightning's speed over the plain loop's (1.0: no overhead).
+
+What is timed, on both sides alike: the steady state of one training run, not the whole fit. Each round
+builds a fresh seeded model and loader, runs ``--warmup`` untimed steps (worker start-up, first-call kernel
+set-up), then times ``--steps`` steps: from the moment step ``warmup``'s batch is loaded and on the device
+(Lightning's ``on_train_batch_start``) to the end of the last timed step, LR-scheduler step included
+(Lightning's ``on_train_batch_end``, after TrainingHistory's), the device synchronised at both ends; both
+windows fetch the same ``steps - 1`` further batches (Lightning reads no batch ahead from a sized loader).
+The ratio is of those wall-clock seconds; the "cpu" column is the same ratio on the windows' main-process
+CPU seconds (steadier when other work shares the cores; the loader's worker processes are left out on both
+sides). Fixed per-fit costs (Trainer construction, loader start, the end-of-fit checkpoint, teardown) are
+outside both windows: a 6-step fit would count them in full where a real training pays them once. The
+Lightning side runs ``log_every_n_steps=50`` and ``nan_check_every=50`` (the config defaults; within a few
+timed steps only the last one logs), with no progress bar (terminal or not) and no checkpoint in the window.
+
+``--profile DIR`` writes cProfile files of one more run of each (``python -m pstats DIR/lightning.prof``).
 
 Examples::
 
@@ -104,9 +118,20 @@ def bench_train(backbone: str = "iresnet50", batch_size: int = 128, steps: int =
     out["loader_images_per_s"] = _loader_rate(make_dm().train_dataloader(), steps)
     spec = dict(backbone=backbone, emb=emb, num_classes=num_classes, dev=dev, precision=precision,
                 compile=compile, warmup=warmup, steps=steps)
-    runs = {"plain": lambda: Seconds(plain_run(make_dm(), **spec)),
-            "lightning": lambda: Seconds(lightning_run(make_dm(), Path(tmp.name) / "lightning", **spec))}
+    cpu: dict[str, list[float]] = {"plain": [], "lightning": []}
+
+    def timed(name: str, fn: Any) -> Any:
+        def call() -> Seconds:
+            wall, cpu_seconds = fn()
+            cpu[name].append(cpu_seconds)
+            return Seconds(wall)
+        return call
+
+    runs = {"plain": timed("plain", lambda: plain_run(make_dm(), **spec)),
+            "lightning": timed("lightning", lambda: lightning_run(make_dm(), Path(tmp.name) / "lightning", **spec))}
     times = interleave(runs, rounds, warmup=0, device=dev)
+    # The same windows' main-process CPU seconds (the harness only measures whole calls): the "cpu" column.
+    times = {k: (wall, cpu[k][:len(wall)]) for k, (wall, _) in times.items()}
     c = compare("training step", times, "lightning", "plain", steps * batch_size, "images/s")
     c.gandiff = f"RecognitionModule under lightning.Trainer ({backbone}, batch {batch_size})"
     c.reference = "plain PyTorch loop, same model, data, precision"
@@ -126,9 +151,10 @@ def bench_train(backbone: str = "iresnet50", batch_size: int = 128, steps: int =
 
 
 def plain_run(dm: Any, backbone: str, emb: int, num_classes: int, dev: torch.device, precision: str, compile: bool,
-              warmup: int, steps: int) -> float:
-    """Seconds of ``steps`` steps of a plain PyTorch loop after ``warmup`` steps: the same model, loss,
-    SGD, gradient clipping (backbone only, at 5) and LR schedule as the module, no logging."""
+              warmup: int, steps: int) -> tuple[float, float]:
+    """(seconds, main-process CPU seconds) of ``steps`` steps of a plain PyTorch loop after ``warmup``
+    steps: the same model, loss, SGD, gradient clipping (backbone only, at 5) and LR schedule as the module,
+    no logging."""
     import lightning as L
 
     from gandiff.recognition.backbones import build_backbone
@@ -147,18 +173,18 @@ def plain_run(dm: Any, backbone: str, emb: int, num_classes: int, dev: torch.dev
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, 0, warmup + steps))
     loader = dm.train_dataloader()
-    it, t0 = iter(loader), 0.0
+    it, t0, c0 = iter(loader), 0.0, 0.0
     for i in range(warmup + steps):
         try:
             b = next(it)
         except StopIteration:
             it = iter(loader)
             b = next(it)
-        if i == warmup:
+        images, y = b["image"].to(dev, non_blocking=True), b["label"].to(dev, non_blocking=True)
+        if i == warmup:  # where Lightning's on_train_batch_start runs: batch loaded and on the device
             harness.sync(dev)
-            t0 = time.perf_counter()
-        x = normalize_faces(b["image"].to(dev, non_blocking=True))
-        y = b["label"].to(dev, non_blocking=True)
+            t0, c0 = time.perf_counter(), time.process_time()
+        x = normalize_faces(images)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -169,12 +195,12 @@ def plain_run(dm: Any, backbone: str, emb: int, num_classes: int, dev: torch.dev
         opt.step()
         sched.step()
     harness.sync(dev)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def lightning_run(dm: Any, out_dir: Path, backbone: str, emb: int, num_classes: int, dev: torch.device,
-                  precision: str, compile: bool, warmup: int, steps: int) -> float:
-    """Seconds of the same ``steps`` steps of ``RecognitionModule`` under ``lightning.Trainer`` (what
+                  precision: str, compile: bool, warmup: int, steps: int) -> tuple[float, float]:
+    """(seconds, CPU seconds) of the same ``steps`` steps of ``RecognitionModule`` under ``lightning.Trainer`` (what
     ``gandiff train`` runs, with its callbacks), timed from the first timed step's start to the last's end."""
     import lightning as L
 
@@ -192,9 +218,10 @@ def lightning_run(dm: Any, out_dir: Path, backbone: str, emb: int, num_classes: 
     trainer, _ = build_trainer(out_dir, accelerator=dev.type, devices=1,
                                precision=precision if dev.type == "cuda" else "32-true", max_epochs=1000,
                                max_steps=warmup + steps, gradient_clip_val=5.0, log_every_n_steps=50,
-                               checkpoint_every_n_steps=10**9, validate=False, callbacks=[timer])
+                               checkpoint_every_n_steps=10**9, validate=False, callbacks=[timer],
+                               progress_bar=False)
     trainer.fit(module, datamodule=dm)
-    return timer.seconds
+    return timer.seconds, timer.cpu_seconds
 
 
 class _StepTimer(Callback):
@@ -203,17 +230,18 @@ class _StepTimer(Callback):
     def __init__(self, first: int, last: int, device: torch.device):
         self.first, self.last, self.device = first, last, device
         self.t0: float | None = None
-        self.seconds = float("nan")
+        self.c0 = 0.0
+        self.seconds = self.cpu_seconds = float("nan")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.first and self.t0 is None:
             harness.sync(self.device)
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.last and self.t0 is not None:
             harness.sync(self.device)
-            self.seconds = time.perf_counter() - self.t0
+            self.seconds, self.cpu_seconds = time.perf_counter() - self.t0, time.process_time() - self.c0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,49 @@ def test_blocked_pairs_equal_brute_force(block):
     np.testing.assert_allclose(np.sort(D.mated_pair_scores(e, y)), bm, atol=1e-6)
 
 
+def _whole_tiles(e, y, block):
+    """The tiles of the upper triangle computed whole, in tile order, row-major within a tile."""
+    m, nm = [], []
+    for i0 in range(0, len(y), block):
+        for j0 in range(i0, len(y), block):
+            s = e[i0:i0 + block] @ e[j0:j0 + block].T
+            same = y[i0:i0 + block, None] == y[None, j0:j0 + block]
+            keep = np.triu(np.ones(s.shape, bool), k=1) if i0 == j0 else np.ones(s.shape, bool)
+            m.append(s[keep & same])
+            nm.append(s[keep & ~same])
+    return np.concatenate(m), np.concatenate(nm)
+
+
+@pytest.mark.parametrize("strip_elements", [1, 7, 40, 1 << 20])
+def test_pair_strips_keep_the_tile_order(strip_elements, monkeypatch):
+    """Strips of rows (and the lower triangle skipped in diagonal tiles) give the whole tiles' scores in the
+    same order, whatever the strip height; the per-tile iterator agrees with the in-place writer."""
+    e, y = _embeddings(n_ids=9, per=(1, 9), dim=16, seed=2)
+    monkeypatch.setattr(D, "_STRIP_ELEMENTS", strip_elements)
+    for block in (4, 11, 1000):
+        wm, wnm = _whole_tiles(e, y, block)
+        m, nm = D.all_pair_scores(e, y, block=block)
+        assert m.dtype == nm.dtype == np.float32 and (len(m), len(nm)) == (len(wm), len(wnm))
+        np.testing.assert_allclose(m, wm, atol=1e-6)  # unsorted: the order is part of the result
+        np.testing.assert_allclose(nm, wnm, atol=1e-6)
+        tiles = list(D.iter_pair_blocks(e, y, block))
+        n_tiles = sum(len(range(i0, len(y), block)) for i0 in range(0, len(y), block))
+        assert len(tiles) == n_tiles
+        np.testing.assert_array_equal(np.concatenate([t[0] for t in tiles]), m)
+        np.testing.assert_array_equal(np.concatenate([t[1] for t in tiles]), nm)
+
+
+def test_all_pair_scores_edge_sizes():
+    e, y = _embeddings(n_ids=3, per=(1, 2), dim=4)
+    for n in (0, 1, 2):
+        m, nm = D.all_pair_scores(e[:n], y[:n], block=2)
+        assert (len(m), len(nm)) == D.count_pairs(y[:n]) and m.dtype == nm.dtype == np.float32
+    with pytest.raises(ValueError, match="block=0"):
+        D.all_pair_scores(e, y, block=0)
+    with pytest.raises(ValueError, match="labels"):
+        D.all_pair_scores(e, y[:-1])
+
+
 def test_pair_scores_samples_with_a_stated_count():
     e, y = _embeddings(n_ids=20, per=(3, 8), seed=1)
     n_m, n_nm = D.count_pairs(y)

@@ -59,7 +59,7 @@ def test_every_run_ends_with_the_report(report_dir, monkeypatch, capsys, status)
 
     results = [{"stage": s, "status": status, "dir": str(report_dir.parent.parent / s / k)}
                for s, k in KEYS.items()] + [{"stage": "report", "status": status, "dir": str(report_dir)}]
-    monkeypatch.setattr(pipeline, "run_pipeline", lambda cfg, tracker=None: results)
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda cfg, tracker=None, **kw: results)
     cfg = compose([f"paths.root={report_dir.parent.parent.parent}", "logger=none"])
     assert cli._task(cfg, "run")["report"] == status
     out = capsys.readouterr().out.splitlines()
@@ -71,6 +71,6 @@ def test_a_run_that_stops_before_the_report_says_so(monkeypatch, capsys, tmp_pat
     from gandiff import cli, pipeline
 
     monkeypatch.setattr(pipeline, "run_pipeline",
-                        lambda cfg, tracker=None: [{"stage": "generate", "status": "shard-done", "dir": "x"}])
+                        lambda cfg, tracker=None, **kw: [{"stage": "generate", "status": "shard-done", "dir": "x"}])
     cli._task(compose([f"paths.root={tmp_path}", "logger=none"]), "run")
     assert capsys.readouterr().out.startswith("report: not made by this run (it ended at generate: shard-done)")

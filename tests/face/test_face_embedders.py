@@ -209,3 +209,82 @@ def test_sface_runtimes_agree_and_batching_does_not_change_bytes(crops, model_pa
     assert np.array_equal(np.concatenate([sface.embed(crops[:5]), sface.embed(crops[5:])]), whole)
     with pytest.raises(ValueError, match="face.embedder.runtime='tf'"):
         SFaceEmbedder(model_paths["sface"], device="cpu", runtime="tf")
+
+
+@pytest.fixture(scope="module")
+def many_crops(crops):
+    """The photo crops, their mirrors and 16 DCGAN faces (64x64, resized to the crop size): 34 crops."""
+    import cv2
+
+    from gandiff.config import package_file
+    from gandiff.identity.dcgan import DCGANSource
+
+    src = DCGANSource(package_file("gan_face_generate/weights.tar"))
+    faces = src.render(src.to_w(src.sample(range(16))))
+    dcgan = np.stack([cv2.resize(f, (112, 112), interpolation=cv2.INTER_LINEAR) for f in faces])
+    return np.ascontiguousarray(np.concatenate([crops, crops[:, :, ::-1], dcgan]))
+
+
+def _opencv_chunks(path, crops, step, threads):
+    """OpenCV DNN's own SFace output on ``step``-crop chunks at ``threads`` threads (then put back)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        net = cv2.dnn.readNetFromONNX(path)
+        out = []
+        for start in range(0, len(crops), step):
+            net.setInput(np.ascontiguousarray(crops[start:start + step].transpose(0, 3, 1, 2), dtype=np.float32),
+                         "data")
+            out.append(np.array(net.forward()).reshape(-1, 128))
+        return np.concatenate(out)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_sface_default_is_opencv_batched_output_bit_for_bit(many_crops, model_paths, sface):
+    """The default (OpenCV, threads left alone) gives exactly OpenCV DNN's batched vectors, whatever the chunk
+    size: the embeddings do not change when max_cpu_batch is tuned."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    raw = sface._raw(many_crops)
+    for step in (2, sface.max_cpu_batch, 32):
+        assert np.array_equal(raw, _opencv_chunks(model_paths["sface"], many_crops, step, threads)), step
+
+
+def test_sface_threads_option(many_crops, model_paths):
+    """``threads`` pins OpenCV's pool for each forward (bit for bit what OpenCV gives at that count, and the
+    process-wide count is put back) and onnxruntime's intra-op threads (same bits at any count)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        one = SFaceEmbedder(model_paths["sface"], device="cpu", threads=1)
+        assert one.runtime == "opencv" and one.threads == 1
+        raw = one._raw(many_crops)
+        assert cv2.getNumThreads() == 2
+        assert np.array_equal(raw, _opencv_chunks(model_paths["sface"], many_crops, 8, 1))
+        default = SFaceEmbedder(model_paths["sface"], device="cpu")._raw(many_crops)
+        scale = float(np.abs(default).max())
+        assert np.abs(raw - default).max() < 1e-5 * scale  # OpenCV's sums differ by thread count only in rounding
+
+        ort = {n: SFaceEmbedder(model_paths["sface"], device="cpu", runtime="onnxruntime", threads=n)._raw(many_crops)
+               for n in (1, 2)}
+        assert np.array_equal(ort[1], ort[2])
+        net = cv2.dnn.readNetFromONNX(model_paths["sface"])  # FaceRecognizerSF.feature's steps, one crop per call
+        ref = []
+        for c in many_crops:
+            net.setInput(cv2.dnn.blobFromImage(np.ascontiguousarray(c[:, :, ::-1]), 1.0, (112, 112), (0, 0, 0), True,
+                                               False), "data")
+            ref.append(net.forward().reshape(-1))
+        ref = np.stack(ref)
+        assert np.abs(ort[1] - ref).max() < 1e-5 * scale  # within float rounding of OpenCV's one-crop SFace
+        assert np.abs(raw - ref).max() < 1e-5 * scale
+    finally:
+        cv2.setNumThreads(before)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"face\.embedder\.threads="):
+            SFaceEmbedder(model_paths["sface"], device="cpu", threads=bad)
