@@ -230,6 +230,7 @@ def iobinding_runner(session: Any, x: Any, dim: int) -> tuple[Any, Any]:
             binding.synchronize_outputs()
         return out
 
+    run.bound_input = x  # the binding holds only x's pointer: x must live as long as run does
     return run, out
 
 

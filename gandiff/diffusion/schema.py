@@ -181,7 +181,7 @@ class DreamBoothConfig:
 @dataclass
 class PromptsConfig:
     template: str = "a photo of {token} {noun}, {choices}"
-    # The GANDiffFace-like negative prompt (conf/prompts/gandiff.yaml); "" for a model trained without one.
+    # The GANDiffFace-like negative prompt (prompts=gandiff, the default); "" for a model trained without one.
     negative: str = ("cartoon, drawing, painting, illustration, blurry, deformed, disfigured, multiple people, "
                      "text, watermark")
     # family name -> {weight: float in [0, 1], options: [str, ...]}; see conf/prompts/*.yaml

@@ -114,6 +114,8 @@ def all_pair_scores(embeddings: np.ndarray, labels: np.ndarray, block: int = 204
     y = np.asarray(labels)
     if len(e) != len(y):
         raise ValueError(f"all_pair_scores: {len(e)} embeddings but {len(y)} labels")
+    if y.dtype.kind == "f" and np.isnan(y).any():  # NaN != NaN: the pair counts below would not match the tiles
+        raise ValueError("all_pair_scores: labels hold NaN: labels must be identity ids (ints or strings)")
     n_m, n_nm = count_pairs(y) if len(y) else (0, 0)
     mated, nonmated = np.empty(n_m, np.float32), np.empty(n_nm, np.float32)
     pm = pn = 0

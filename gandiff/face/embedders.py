@@ -96,7 +96,7 @@ class SFaceEmbedder(_BatchedOnnxEmbedder):
     scalefactor=1, size=112x112, mean=0, swapRB=true)``, i.e. the network receives **RGB, 0..255,
     unnormalised, NCHW**; the ``(x - 127.5) * 0.0078125`` step is inside the graph (``Sub``/``Mul``
     nodes). The crop is OpenCV's ``alignCrop``: the same ArcFace template as ``align_face``.
-    The published cosine threshold on LFW is 0.363 (conf/face/offline.yaml ``match_threshold``).
+    The published cosine threshold on LFW is 0.363 (``face.match_threshold``'s default).
 
     ``runtime``: on the CPU, ``auto`` (the default) runs the graph with OpenCV's own DNN engine, the
     reference's runtime, which measured faster than onnxruntime on this model (``scripts/bench/face.py``:

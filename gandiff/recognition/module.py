@@ -5,7 +5,8 @@ The backbone and head are built outside (``build_backbone`` / ``build_head``) an
 hyper-parameters, so checkpoints load with ``weights_only=True`` (``load_recognizer``). On GPU: uint8
 batches normalised on the device, channels-last, ``bf16-mixed``, optional ``compile`` (backbone and head).
 No host sync per step: the loss is logged on ``log_every_n_steps`` steps only and the NaN check reads the
-last ``nan_check_every`` losses at once. A non-finite loss raises ``NonFiniteLossError`` naming the step.
+last ``nan_check_every`` (default 50) losses at once; a non-finite loss raises ``NonFiniteLossError`` naming
+the first bad step.
 
 Design: docs/design.md#the-recognizer-module.
 """

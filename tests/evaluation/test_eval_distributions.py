@@ -55,7 +55,10 @@ def _whole_tiles(e, y, block):
     return np.concatenate(m), np.concatenate(nm)
 
 
-@pytest.mark.parametrize("strip_elements", [1, 7, 40, 1 << 20])
+DEFAULT_STRIP = D._STRIP_ELEMENTS
+
+
+@pytest.mark.parametrize("strip_elements", [1, 7, 40, DEFAULT_STRIP])
 def test_pair_strips_keep_the_tile_order(strip_elements, monkeypatch):
     """Strips of rows (and the lower triangle skipped in diagonal tiles) give the whole tiles' scores in the
     same order, whatever the strip height; the per-tile iterator agrees with the in-place writer."""
@@ -65,8 +68,12 @@ def test_pair_strips_keep_the_tile_order(strip_elements, monkeypatch):
         wm, wnm = _whole_tiles(e, y, block)
         m, nm = D.all_pair_scores(e, y, block=block)
         assert m.dtype == nm.dtype == np.float32 and (len(m), len(nm)) == (len(wm), len(wnm))
-        np.testing.assert_allclose(m, wm, atol=1e-6)  # unsorted: the order is part of the result
-        np.testing.assert_allclose(nm, wnm, atol=1e-6)
+        # Unsorted: the order is part of the result. Strips of a few rows may take another BLAS kernel (last-bit
+        # differences); strips of the default height give the whole tile's bits.
+        check = np.testing.assert_array_equal if strip_elements == DEFAULT_STRIP else (
+            lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6))
+        check(m, wm)
+        check(nm, wnm)
         tiles = list(D.iter_pair_blocks(e, y, block))
         n_tiles = sum(len(range(i0, len(y), block)) for i0 in range(0, len(y), block))
         assert len(tiles) == n_tiles
