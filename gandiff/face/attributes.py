@@ -25,7 +25,7 @@ import numpy as np
 # that found them here first. The classifiers cut dlib's own chips with gandiff.face.dlib_chip.
 from gandiff.devices import torch_device
 from gandiff.face.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, face_chip  # noqa: F401
-from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
+from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file, load_torch_weights
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,9 @@ class FairFaceClassifier(_ChipClassifier):
         import torch
         import torchvision
 
-        path = check_model_file(checkpoint, config_key, "FairFace ResNet-34 checkpoint (.pt, fc with 18 outputs)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001  (torch raises several types for a non-checkpoint file)
-            raise ModelFileError(f"{config_key}={str(path)!r}: not a weights-only torch checkpoint "
-                                 f"({type(e).__name__})") from None
+        what = "FairFace ResNet-34 checkpoint (.pt, fc with 18 outputs)"
+        path = check_model_file(checkpoint, config_key, what)
+        state = load_torch_weights(path, config_key, what)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if isinstance(state, dict):

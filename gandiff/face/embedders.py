@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gandiff.devices import torch_device
-from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file
+from gandiff.face.onnx_models import ModelFileError, OnnxModel, check_model_file, load_torch_weights
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +254,9 @@ class TorchEmbedder:
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"TorchEmbedder: module_or_factory gave {type(module).__name__}, not a torch.nn.Module")
         if checkpoint is not None:
-            path = check_model_file(checkpoint, config_key, "recognizer checkpoint (.pth state dict)")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001  (torch raises several types for a non-checkpoint file)
-                raise ModelFileError(f"{config_key}={str(path)!r}: not a weights-only torch checkpoint "
-                                     f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+            what = "recognizer checkpoint (.pth state dict)"
+            path = check_model_file(checkpoint, config_key, what)
+            state = load_torch_weights(path, config_key, what)
             state = _unwrap_state_dict(state, tuple(strip_prefixes), set(module.state_dict()))
             missing, unexpected = module.load_state_dict(state, strict=False)
             if missing or unexpected:

@@ -317,18 +317,14 @@ def load_nets(paths: dict[str, object], config_key: str, device: torch.device | 
     A missing file, a file that is not a weights-only state dict, or one whose tensors do not match the
     network raises ModelFileError naming ``<config_key>.<name>_path``.
     """
-    from gandiff.face.onnx_models import ModelFileError, check_model_file
+    from gandiff.face.onnx_models import ModelFileError, check_model_file, load_torch_weights
 
     nets = {}
     for name, cls in (("pnet", PNet), ("rnet", RNet), ("onet", ONet)):
         key = f"{config_key}.{name}_path"
         what = f"MTCNN {name} state dict (facenet-pytorch data/{name}.pt)"
         path = check_model_file(paths[name], key, what)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001  (torch raises several types for a file that is not a state dict)
-            raise ModelFileError(f"{key}={str(path)!r}: not a weights-only torch file ({type(e).__name__}); "
-                                 f"expected the {what}") from None
+        state = load_torch_weights(path, key, what)
         net = cls()
         if not isinstance(state, dict):
             raise ModelFileError(f"{key}={str(path)!r}: holds a {type(state).__name__}; expected the {what}")

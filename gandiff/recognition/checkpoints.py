@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,15 @@ ONNX_INPUT = "data"
 ONNX_OUTPUT = "embedding"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A Lightning checkpoint or a bare state dict, loaded without running pickled code."""
+def read_checkpoint(path: str | os.PathLike, config_key: str = "checkpoint") -> dict[str, Any]:
+    """A Lightning checkpoint or a bare state dict, loaded without running pickled code (a bad file: one line
+    naming it and ``config_key``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # code-needing pickles, truncated files
-        raise ValueError(f"{path}: not loadable with torch.load(weights_only=True) ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0]}); only plain-type checkpoints are accepted") from None
+    from gandiff.face.onnx_models import load_torch_weights
+
+    return load_torch_weights(path, config_key, "Lightning checkpoint or bare state dict of plain types")
 
 
 def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
