@@ -4,7 +4,7 @@
     python scripts/measure_generated.py /tmp/a/demo /tmp/b/demo --embedders sface --json out.json
 
 For each run folder (``<paths.run_dir>``: it holds ``identities/<key>/`` and ``generate/<key>/``): YuNet (at 160 px,
-the demo's detector size for 64x64 images) finds the largest face in every generated image (before any selection)
+the demo's detector size for 64x64 images) keeps the best-scoring face in every generated image (before any selection)
 and in each identity's GAN anchor and variations; each embedder embeds them (its own alignment: ArcFace crop for
 SFace, dlib's chip for dlib). Printed per embedder: own-anchor vs other-anchor cosine (means and d'), the
 generated-vs-generated mated scores (intra-class variation) against the GAN variations' own mated scores.
@@ -58,7 +58,7 @@ def build_embedder(name: str):
     raise SystemExit(f"--embedders: {name!r}: must be sface or dlib")
 
 
-def largest_faces(detector, paths: list[Path]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+def best_faces(detector, paths: list[Path]) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """(image, five landmarks) of each image's best-scoring face, or None where none is found."""
     from PIL import Image
 
@@ -91,14 +91,19 @@ def measure(run: Path, detector, embedders: dict) -> dict:
     generated = sorted((_only_folder(run / "generate", "generate") / "images").glob("*/*.png"))
     if not ids or not generated:
         raise SystemExit(f"{run}: no identities or no generated images")
-    anchors = largest_faces(detector, [images_dir / i / "anchor.png" for i in ids])
+    anchors = best_faces(detector, [images_dir / i / "anchor.png" for i in ids])
     if any(a is None for a in anchors):
         raise SystemExit(f"{run}: no face found in an anchor image")
-    found = largest_faces(detector, generated)
+    strangers = sorted({g.parent.name for g in generated} - set(ids))
+    if strangers:
+        raise SystemExit(f"{run}: generated images of {strangers} have no folder in {images_dir}")
+    found = best_faces(detector, generated)
     keep = [i for i, f in enumerate(found) if f is not None]
+    if not keep:
+        raise SystemExit(f"{run}: no face found in any of the {len(generated)} generated images")
     labels = np.array([ids.index(generated[i].parent.name) for i in keep])
     gan = [(k, f) for k, i in enumerate(ids)
-           for f in largest_faces(detector, sorted((images_dir / i).glob("*.png"))) if f is not None]
+           for f in best_faces(detector, sorted((images_dir / i).glob("*.png"))) if f is not None]
     out = {"run": str(run), "generated": len(generated), "face_rate": round(len(keep) / len(generated), 4)}
     for name, embedder in embedders.items():
         a = unit_embeddings(embedder, anchors)
@@ -107,6 +112,8 @@ def measure(run: Path, detector, embedders: dict) -> dict:
         own = s[np.arange(len(labels)), labels]
         other = s[np.arange(len(ids))[None, :] != labels[:, None]]
         gen_mated = _mated_pairs(g, labels)
+        if not len(gen_mated):
+            raise SystemExit(f"{run}: no identity has two generated faces: no generated mated scores")
         gan_mated = _mated_pairs(unit_embeddings(embedder, [f for _, f in gan]), np.array([k for k, _ in gan]))
         out[name] = {"own_anchor": round(float(own.mean()), 4), "other_anchor": round(float(other.mean()), 4),
                      "d_prime": round(float(d_prime(own, other)), 3),

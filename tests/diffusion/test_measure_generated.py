@@ -54,3 +54,12 @@ def test_a_folder_with_two_stage_keys_is_refused_by_name(script, tmp_path):
     (run / "generate" / "k3").mkdir()
     with pytest.raises(SystemExit, match=r"generate: expected one generate folder, found 2"):
         script.measure(run, script.build_detector(), {})
+
+
+def test_generated_images_of_an_unknown_identity_are_refused_in_one_line(script, tmp_path):
+    run = _run_folder(tmp_path)
+    stray = run / "generate" / "k2" / "images" / "id_000009"
+    stray.mkdir()
+    Image.new("RGB", (64, 64)).save(stray / "id_000009_0000.png")
+    with pytest.raises(SystemExit, match=r"generated images of \['id_000009'\] have no folder"):
+        script.measure(run, script.build_detector(), {})
