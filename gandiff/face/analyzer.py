@@ -53,24 +53,33 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray) -> list[FaceRecord]:
         return self.analyze_batch([image])[0]
 
-    def analyze_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceRecord]]:
+    def analyze_batch(self, images: Sequence[np.ndarray], embed: bool = True) -> list[list[FaceRecord]]:
+        """Every face of every image. ``embed=False`` leaves ``embedding`` None (``embed_records`` fills in
+        the ones a caller needs later: the identity funnel embeds only the candidates it reaches)."""
         images = [to_rgb_uint8(im) for im in images]
         per_image = self.detector.detect_batch(images)
-        return self.records_from_detections(images, per_image)
+        return self.records_from_detections(images, per_image, embed=embed)
 
-    def records_from_detections(self, images: Sequence[np.ndarray],
-                                per_image: Sequence[Sequence[Detection]]) -> list[list[FaceRecord]]:
-        """Align, embed and classify given detections (e.g. detections stored by an earlier stage)."""
+    def embed_records(self, faces: Sequence[tuple[np.ndarray, FaceRecord]]) -> np.ndarray:
+        """The embedder's ``(len(faces), dim)`` output for ``(image, record)`` pairs: from the aligned crop, or from the image
+        for embedders with their own framing (DlibEmbedder's chip). A face gets the same bytes whatever else
+        shares the call (the embedders' contract), so embedding later, or fewer at a time, changes nothing."""
+        if hasattr(self.embedder, "embed_faces"):
+            return self.embedder.embed_faces([(to_rgb_uint8(img), f.detection.landmarks) for img, f in faces])
+        return self.embedder.embed(np.stack([f.aligned for _, f in faces]))
+
+    def records_from_detections(self, images: Sequence[np.ndarray], per_image: Sequence[Sequence[Detection]],
+                                embed: bool = True) -> list[list[FaceRecord]]:
+        """Align, embed (unless ``embed=False``) and classify given detections (e.g. stored by an earlier stage)."""
         flat: list[tuple[int, Detection]] = [(i, d) for i, dets in enumerate(per_image) for d in dets
                                              if min(d.width, d.height) >= self.min_face_size]
         crops = (np.stack([align_face(images[i], d.landmarks, self.align_size) for i, d in flat]) if flat
                  else np.zeros((0, self.align_size, self.align_size, 3), np.uint8))
-        if self.embedder is None or not flat:
+        if self.embedder is None or not flat or not embed:
             embeddings = [None] * len(flat)
-        elif hasattr(self.embedder, "embed_faces"):  # embedders with their own framing (DlibEmbedder) cut it
-            embeddings = self.embedder.embed_faces([(images[i], d.landmarks) for i, d in flat])  # from the image
         else:
-            embeddings = self.embedder.embed(crops)
+            embeddings = self.embed_records([(images[i], FaceRecord(detection=d, aligned=crops[k]))
+                                             for k, (i, d) in enumerate(flat)])
         attributes = (self.classifier.classify_many([(images[i], d.landmarks) for i, d in flat])
                       if self.classifier is not None and flat else [None] * len(flat))
         out: list[list[FaceRecord]] = [[] for _ in images]

@@ -82,31 +82,20 @@ class Selection:
 
 def _analysis(analyzer: Any) -> tuple[Callable, Callable]:
     """``(analyse, embed)``: ``analyse(images)`` gives per-image face records, ``embed(images, records, idx)``
-    the (len(idx), D) embeddings of the first face of images ``idx``.
+    the (len(idx), D) float32 embeddings of the first face of images ``idx``.
 
-    For gandiff's ``FaceAnalyzer`` the analysis skips the embedder and ``embed`` runs it on only the faces
-    asked for: the funnel embeds a candidate only when it reaches the distinctiveness check, never one the
-    gate or a full cell rejects, nor the seeds of the last batch after the target filled. The embedders give
-    a face the same bytes whatever shares its call (``gandiff.face.embedders``; the batch-size test in
-    tests/identity/test_identity_batching.py checks it end to end). Any other analyzer is called as it is
-    and ``embed`` reads the embeddings it returned.
+    An analyzer with ``embed_records`` (gandiff's ``FaceAnalyzer``) analyses without embedding, and ``embed``
+    embeds only the faces asked for: the funnel embeds a candidate only when it reaches the distinctiveness
+    check, never one the gate or a full cell rejects, nor the seeds of the last batch after the target filled
+    (a face's embedding does not depend on what shares its call; tests/identity/test_identity_batching.py
+    checks it end to end). Any other analyzer is called as it is and ``embed`` reads its embeddings.
     """
-    from gandiff.face.analyzer import FaceAnalyzer
-    from gandiff.face.images import to_rgb_uint8
-
-    if type(analyzer) is FaceAnalyzer and analyzer.embedder is not None:
-        bare = FaceAnalyzer(analyzer.detector, None, analyzer.classifier, analyzer.align_size, analyzer.min_face_size)
-        embedder = analyzer.embedder
-
+    if callable(getattr(analyzer, "embed_records", None)) and getattr(analyzer, "embedder", None) is not None:
         def embed(images: list, records: list, idx: list[int]) -> np.ndarray:
-            faces = [records[i][0] for i in idx]
-            if hasattr(embedder, "embed_faces"):  # frames faces its own way, from the image (as FaceAnalyzer does)
-                out = embedder.embed_faces([(to_rgb_uint8(images[i]), f.detection.landmarks) for i, f in zip(idx, faces)])
-            else:
-                out = embedder.embed(np.stack([f.aligned for f in faces]))
+            out = analyzer.embed_records([(images[i], records[i][0]) for i in idx])
             return np.asarray(out, np.float32).reshape(len(idx), -1)
 
-        return bare.analyze_batch, embed
+        return (lambda images: analyzer.analyze_batch(images, embed=False)), embed
 
     def read(images: list, records: list, idx: list[int]) -> np.ndarray:
         return np.stack([np.asarray(records[i][0].embedding, np.float32) for i in idx])
