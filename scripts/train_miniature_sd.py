@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="export the work folder's last checkpoint (e.g. while it trains) and exit")
     p.add_argument("--evaluate", metavar="FOLDER", default=None,
                    help="measure a model folder (round trip, face rate, prompt effects), print JSON and exit")
+    p.add_argument("--decoder-from", metavar="WORK_DIR", default=None,
+                   help="with --export-only: the VAE of this work folder's decoder phase, run beside this one")
     p.add_argument("--eval-json", default=None, help="with --evaluate: also write the numbers here (and a .png sheet)")
     p.add_argument("--eval-per-noun", type=int, default=8, help="with --evaluate: seeds per prompt and noun")
     p.add_argument("--vae-fraction", type=float, default=0.2, help="most of the budget the VAE phase may use")
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                  len(data["captions"]), caption_counts(data["captions"]))
     if args.export_only:  # reads the checkpoint, never writes it: safe next to a running training
         trainer = Trainer(cfg, work / "train", data["images"], data["captions"], device=args.device)
-        trainer.export(args.out, extra_readme=reproduce_note(args, cfg, trainer))
+        trainer.export(args.out, extra_readme=reproduce_note(args, cfg, trainer), decoder_from=args.decoder_from)
         print(f"phase={trainer.phase} step={trainer.step} exported={args.out}")
         return 0
     budget = None if args.budget_minutes is None else args.budget_minutes - (time.monotonic() - t0) / 60

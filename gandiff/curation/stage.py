@@ -166,7 +166,7 @@ class CurateStage(Stage):
                 for f in ATTRIBUTE_FIELDS:
                     row[f] = a.get(f)
                 for fam in families:
-                    row[FAMILY_PREFIX + fam] = r.get(fam) or ""
+                    row[FAMILY_PREFIX + fam] = r.get(f"choice_{fam}") or ""  # the generate manifest's column
                 out_rows.append(row)
             emb_rel = ctx.dir / "embeddings" / f"{ident}.npy"
             with atomic_path(emb_rel) as tmp:

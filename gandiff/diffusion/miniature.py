@@ -647,12 +647,14 @@ class Trainer:
     # ---- export
 
     def export(self, out_dir: str | os.PathLike, use_ema: bool = True, dtype: torch.dtype = torch.float32,
-               extra_readme: str = "") -> Path:
+               extra_readme: str = "", decoder_from: str | os.PathLike | None = None) -> Path:
         """Write the current (EMA) weights as a diffusers folder: ``StableDiffusionPipeline.from_pretrained``.
 
         One ``dtype`` for every module (float32 by default): plain ``from_pretrained(folder)`` loads the text
         encoder in the dtype its config names (transformers' ``dtype="auto"``) and the UNet in float32, and
-        the pipeline then needs them equal.
+        the pipeline then needs them equal. ``decoder_from``: the work folder of a decoder phase that ran beside
+        this one (same config but the step counts, same ``init_from``): its VAE replaces this one's, which
+        keeps the latent space only if both encoders are the same (checked).
         """
         import copy
         import shutil
@@ -663,6 +665,9 @@ class Trainer:
         if self.phase == "vae":
             raise RuntimeError("export: the VAE phase has not finished (no latent scaling factor yet)")
         unet, text, vae = copy.deepcopy(self.unet).cpu(), copy.deepcopy(self.text).cpu(), copy.deepcopy(self.vae).cpu()
+        decoder_steps = self.step if self.phase == "decoder" else 0
+        if decoder_from is not None:
+            decoder_steps = self._take_decoder(vae, Path(decoder_from))
         if use_ema and self.ema:
             for module, ema in ((unet, self.ema["unet"]), (text, self.ema["text"])):
                 params = dict(module.named_parameters())
@@ -678,7 +683,6 @@ class Trainer:
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         pipe.save_pretrained(tmp, safe_serialization=True)
         unet_steps = self.step if self.phase == "unet" else self.unet_steps_done
-        decoder_steps = self.step if self.phase == "decoder" else 0
         info = {"config": dataclasses.asdict(self.cfg), "phase": self.phase, "vae_steps_done": self.vae_steps_done,
                 "unet_steps_done": unet_steps, "decoder_steps_done": decoder_steps,
                 "scaling_factor": self.scaling_factor, "ema": bool(use_ema and self.ema),
@@ -697,6 +701,27 @@ class Trainer:
             os.replace(tmp, out)
         log.info("exported %s (phase %s, step %d)", out, self.phase, self.step)
         return out
+
+
+    def _take_decoder(self, vae: torch.nn.Module, work_dir: Path) -> int:
+        """Load the VAE of the decoder-phase checkpoint in ``work_dir`` into ``vae``; its decoder steps."""
+        ckpt = work_dir / "checkpoint.pt"
+        if not ckpt.exists():
+            raise ValueError(f"decoder_from={str(work_dir)!r}: no checkpoint.pt there (a work folder of a decoder phase)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["phase"] != "decoder":
+            raise ValueError(f"{ckpt}: phase {state['phase']!r}; decoder_from needs a checkpoint in its decoder phase")
+        if state["scaling_factor"] != self.scaling_factor:
+            raise ValueError(f"{ckpt}: latent scaling factor {state['scaling_factor']} != this run's "
+                             f"{self.scaling_factor}; the decoder must come from a run on the same latent space")
+        mine = {k: v.cpu() for k, v in self.vae.state_dict().items()}
+        moved = [k for k, v in state["vae"].items() if not k.startswith(("decoder.", "post_quant_conv."))
+                 and not torch.equal(v.cpu(), mine[k])]
+        if moved:
+            raise ValueError(f"{ckpt}: its encoder differs from this run's ({moved[0]} and {len(moved) - 1} more); "
+                             "decoder_from needs a run that started from the same VAE")
+        vae.load_state_dict(state["vae"])
+        return int(state["step"])
 
 
 _ABAR: torch.Tensor | None = None

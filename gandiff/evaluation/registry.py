@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 # Modules whose import registers the built-in evaluators, analyses and sections (in this order).
-BUILTINS = ("gandiff.evaluation.evaluators", "gandiff.evaluation.analyses", "gandiff.evaluation.sections")
+BUILTINS = ("gandiff.evaluation.evaluators", "gandiff.evaluation.analyses", "gandiff.evaluation.sections",
+            "gandiff.evaluation.prompt_effects_report",
+            "gandiff.evaluation.independent")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Section:
 
 _REGISTRY: dict[type, dict[str, Any]] = {Evaluator: {}, Analysis: {}, Section: {}}
 _loaded = False
+_loading = False  # True while _builtins imports BUILTINS
 
 
 def _name(entry: Evaluator | Analysis | Section) -> str:
@@ -122,11 +125,16 @@ def registered(*entries: Evaluator | Analysis | Section) -> Iterator[None]:
 
 
 def _builtins() -> None:
-    global _loaded
-    if not _loaded:
+    global _loaded, _loading
+    if _loaded or _loading:  # a built-in module's own register() while they load: it registers in module order
+        return
+    _loading = True
+    try:
         for module in BUILTINS:  # a failed import raises again next time: no silently partial registry
             importlib.import_module(module)
         _loaded = True
+    finally:
+        _loading = False
 
 
 def evaluators() -> list[Evaluator]:

@@ -43,6 +43,13 @@ class BenchmarkConfig:
     # GAN-only vs diffusion comparison) and with which embedders.
     gan_variations: bool = True
     embedders: list[str] = field(default_factory=lambda: ["face", "recognizer"])
+    # Every generated image (before selection) also measured with these embedders, named in
+    # gandiff/evaluation/independent.py (sface, dlib: needs gandiff[dlib], skipped with one line without it);
+    # each row says whether it took part in training (dreambooth.identity_loss). []: not measured.
+    independent_embedders: list[str] = field(default_factory=lambda: ["dlib", "sface"])
+    # Each prompt option's measured effect on every generated image against the images its family left alone
+    # (gandiff/evaluation/prompt_effects_report.py; statistics for the miniature bank's words).
+    prompt_effects: bool = False
     batch_size: int = 64  # speed only
 
     def __post_init__(self) -> None:
@@ -60,6 +67,8 @@ class BenchmarkConfig:
         require(self.batch_size >= 1, "benchmark.batch_size", self.batch_size, "must be >= 1")
         for e in self.embedders:
             require_choice("benchmark.embedders[]", e, ("face", "recognizer"))
+        for e in self.independent_embedders:
+            require_choice("benchmark.independent_embedders[]", e, ("sface", "dlib"))
         require(not self.names or self.root is not None, "benchmark.names", list(self.names),
                 "needs benchmark.root (the folder holding <name>.bin)")
         if self.ijb is not None:

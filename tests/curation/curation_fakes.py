@@ -114,7 +114,7 @@ class FakeGenerate(Stage):
                 image_id = f"{r['id']}_{k:04d}"
                 path = f"images/{r['id']}/{image_id}.png"
                 files.append(save_image(ctx.dir / path, img))
-                fam = {f: opts[k % len(opts)] for f, opts in FAMILIES.items()}
+                fam = {f"choice_{f}": opts[k % len(opts)] for f, opts in FAMILIES.items()}  # as generate writes
                 rows.append({"image_id": image_id, "id": r["id"], "prompt": f"a photo of sks person {k}",
                              "seed": k, "path": path, **fam})
         # identity 0: one truncated PNG and one noise image (skipped/rejected and counted)

@@ -27,6 +27,10 @@ def test_scores_table_counts_bad_input(curated_root, fake_upstream):
     assert np.allclose(np.linalg.norm(emb[[r["embedding_row"] for r in ok]], axis=1), 1, atol=1e-3)
     assert min(r["anchor_sim"] for r in ok) > 0.5  # augmented portraits keep their identity
     assert all(r["other_id"] != r["id"] for r in ok)
+    # each image's prompt-family options, from the generate manifest (selection spreads over them)
+    gen = {r["image_id"]: r for r in read_table(stage_dir(cfg, "generate") / "images.parquet")}
+    assert {r["fam_lighting"] for r in ok} == {"in dim light", "in bright sunlight", ""}  # a family of the bank
+    assert all(r["fam_lighting"] == gen[r["image_id"]]["choice_lighting"] for r in ok)
     from PIL import Image
 
     assert Image.open(d / ok[0]["crop"]).size == (112, 112)

