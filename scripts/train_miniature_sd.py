@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
                        default=getattr(defaults, f.name))
     args = p.parse_args(argv)
+    if args.decoder_from and not args.export_only:
+        p.error("--decoder-from: only with --export-only (it composes an export from two finished work folders)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import torch

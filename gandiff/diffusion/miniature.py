@@ -715,6 +715,9 @@ class Trainer:
             raise ValueError(f"{ckpt}: latent scaling factor {state['scaling_factor']} != this run's "
                              f"{self.scaling_factor}; the decoder must come from a run on the same latent space")
         mine = {k: v.cpu() for k, v in self.vae.state_dict().items()}
+        if set(mine) != set(state["vae"]):
+            raise ValueError(f"{ckpt}: its VAE has other parameters than this run's (another size?); "
+                             "decoder_from needs a run of the same TrainConfig.size")
         moved = [k for k, v in state["vae"].items() if not k.startswith(("decoder.", "post_quant_conv."))
                  and not torch.equal(v.cpu(), mine[k])]
         if moved:

@@ -9,6 +9,7 @@ row says whether it took part in training (read from the chain's dreambooth ``st
 18's targets (:data:`TARGETS`) are met. ``scripts/measure_generated.py`` calls the same :func:`measure_generated`.
 Every exported image (the pixels a user trains from) is also checked by MTCNN, a detector curation did not use
 (:func:`export_faces`): issue 18's "no exported image without a face".
+Design: docs/design.md#independent-measures.
 """
 
 from __future__ import annotations
@@ -101,17 +102,28 @@ def build_script_detector() -> Any:
 
 def best_faces(detector: Any, paths: Sequence[Path], chunk: int = 256,
                progress: Callable[..., Iterable[Any]] | None = None) -> list[Face | None]:
-    """(image, five landmarks) of each image's best-scoring face, or None where none is found."""
-    from PIL import Image
+    """(image, five landmarks) of each image's best-scoring face, or None where none is found (or the file does
+    not decode: counted as an image without a face, as curate counts it unreadable)."""
+    from gandiff.face.images import ImageReadError, read_image
+
+    def read(p: Path) -> np.ndarray | None:
+        try:
+            return read_image(p)
+        except ImageReadError as e:
+            log.warning("independent: %s", e)
+            return None
 
     starts = range(0, len(paths), chunk)
     if progress is not None and len(starts) > 1:
         starts = progress(starts, total=len(starts), desc="independent: detecting faces")
     out: list[Face | None] = []
     for s in starts:
-        images = [np.asarray(Image.open(p).convert("RGB")) for p in paths[s:s + chunk]]
-        out += [(img, max(d, key=lambda q: q.score).landmarks) if d else None
-                for img, d in zip(images, detector.detect_batch(images))]
+        images = [read(p) for p in paths[s:s + chunk]]
+        ok = [img for img in images if img is not None]
+        dets = iter(detector.detect_batch(ok) if ok else [])
+        for img in images:
+            d = next(dets) if img is not None else None
+            out.append((img, max(d, key=lambda q: q.score).landmarks) if d else None)
     return out
 
 
@@ -146,8 +158,10 @@ def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray) -> dict[str,
     s = g @ a.T  # (N, K)
     own = s[np.arange(len(labels)), labels]
     other = s[np.arange(len(a))[None, :] != labels[:, None]]
+    # signed: negative when generated faces sit closer to other identities' anchors than to their own
+    signed = float(np.sign(own.mean() - other.mean()) * d_prime(own, other)) if other.size else None
     return {"own_anchor": float(own.mean()), "other_anchor": float(other.mean()) if other.size else None,
-            "d_prime": float(d_prime(own, other)) if other.size else None}
+            "d_prime": signed}
 
 
 def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, embedders: dict[str, Any],
@@ -175,8 +189,6 @@ def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, e
         raise MeasureError(f"no face found in any of the {len(generated)} generated images")
     labels = np.array([ids.index(generated[k].parent.name) for k in keep])
     faces = [found[k] for k in keep]
-    if not len(mated_scores(np.eye(len(labels)), labels)):
-        raise MeasureError("no identity has two generated faces: no generated mated scores")
     gan = [(k, f) for k, i in enumerate(ids)
            for f in best_faces(detector, sorted((images_dir / i).glob("*.png"))) if f is not None]
     gan_labels = np.array([k for k, _ in gan])
@@ -418,6 +430,7 @@ def generated_measures(ev: Any, names: list[str]) -> dict[str, Any]:
             part = took_part(name, target, db is not None)
             rows[name] = {"status": "ok", "in_training": part, **m,
                           "done_means": done_means(got["face_rate"], m, part)}
+    rows = {name: rows[name] for name in names}  # the configured order, skipped ones included
     facts = {k: got[k] for k in ("identities", "generated", "faces", "face_rate")}
     return {"status": "ok", "generate_dir": str(generate_dir),
             "detector": f"{s.face.detector['_target_'].rsplit('.', 1)[-1]} at "

@@ -88,6 +88,14 @@ def _name(entry: Evaluator | Analysis | Section) -> str:
     return entry.field if isinstance(entry, Analysis) else entry.name
 
 
+def _rank(entry: Evaluator | Analysis | Section) -> int:
+    """The position of the built-in module that defines ``entry`` in BUILTINS; other modules (plugins) rank last.
+    Entries stay sorted by it, so the order never depends on which module a process happened to import first."""
+    fn = entry.compute if isinstance(entry, Analysis) else entry.render if isinstance(entry, Section) else entry.measure
+    module = getattr(fn, "__module__", None)
+    return BUILTINS.index(module) if module in BUILTINS else len(BUILTINS)
+
+
 def register(entry: Evaluator | Analysis | Section, before: str | None = None) -> Evaluator | Analysis | Section:
     """Add ``entry`` (last, or before the entry of its kind named ``before``); a name already taken is an error."""
     _builtins()  # the built-ins come first, whoever registers first
@@ -99,7 +107,9 @@ def register(entry: Evaluator | Analysis | Section, before: str | None = None) -
         raise ValueError(f"register({name!r}, before={before!r}): no {type(entry).__name__} named {before!r}; "
                          f"choose one of {list(table)}")
     entries = list(table.items())
-    at = len(entries) if before is None else [k for k, _ in entries].index(before)
+    rank = _rank(entry)
+    at = (next((i for i, (_, e) in enumerate(entries) if _rank(e) > rank), len(entries)) if before is None
+          else [k for k, _ in entries].index(before))
     entries.insert(at, (name, entry))
     table.clear()
     table.update(entries)

@@ -42,7 +42,8 @@ def test_a_registered_evaluator_is_measured_and_reported(tmp_path, upstream):
 
     ident, export, train = upstream
     cfg = compose(["paths.root=" + str(tmp_path / "runs"), "logger=none", "device=cpu",
-                   "benchmark.embedders=[recognizer]", "benchmark.gan_variations=false", "benchmark.num_folds=2"])
+                   "benchmark.embedders=[recognizer]", "benchmark.gan_variations=false", "benchmark.num_folds=2",
+                   "benchmark.prompt_effects=false"])
     out = tmp_path / "evaluate"
     ctx = StageContext(name="evaluate", cfg=cfg, run_dir=tmp_path, dir=out, key="k",
                        inputs={"identities": ident, "export": export, "train": train}, shard_index=0, shard_count=1,
@@ -93,3 +94,20 @@ def test_registry_refuses_clashes_and_foreign_keys():
     with registered(bad), pytest.raises(ValueError, match="evaluator 'odd' made items \\['even-1'\\]"):
         item_keys(BenchmarkConfig(root=None))
     assert evaluator_for("odd-1") is None
+
+
+@pytest.mark.parametrize("first", ["gandiff.evaluation.evaluators", "gandiff.evaluation.prompt_effects_report",
+                                   "gandiff.evaluation.sections"])
+def test_builtin_order_does_not_depend_on_the_first_import(first):
+    """A built-in module imported first loads the others from inside its own first register(): the built-ins
+    still end up in BUILTINS order (items, metrics and report pages keep their order)."""
+    import subprocess
+    import sys
+
+    code = (f"import importlib, json; importlib.import_module({first!r}); from gandiff.evaluation import registry as r; "
+            "print(json.dumps([[e.name for e in r.evaluators()], [a.field for a in r.analyses()], "
+            "[s.name for s in r._REGISTRY[r.Section].values()]]))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code_ref = code.replace(f"importlib.import_module({first!r}); ", "")
+    ref = subprocess.run([sys.executable, "-c", code_ref], capture_output=True, text=True, check=True).stdout
+    assert got == ref and '"export"' in ref
