@@ -1,15 +1,13 @@
 """Every generated image (before selection) measured with embedders that took no part in training (issue 18).
 
-The run's own ``face.embedder`` (SFace in the demo) is also the embedder inside ``dreambooth.identity_loss``, so
-its scores flatter that loss. Here the detector keeps the best-scoring face of each generated image, of each
-identity's GAN anchor and of its GAN variations; each embedder of ``benchmark.independent_embedders`` (its own
-alignment: the ArcFace crop for SFace, dlib's chip for dlib) then gives own-anchor vs other-anchor cosine (means,
-d'), and the generated-vs-generated mated scores against the GAN variations' own mated scores. Each embedder's
-row says whether it took part in training (read from the chain's dreambooth ``stage.json``) and whether issue
-18's targets (:data:`TARGETS`) are met. ``scripts/measure_generated.py`` calls the same :func:`measure_generated`.
-Every exported image (the pixels a user trains from) is also checked by MTCNN, a detector curation did not use
-(:func:`export_faces`): issue 18's "no exported image without a face".
-Design: docs/design.md#independent-measures.
+The run's own ``face.embedder`` (SFace in the demo) is also the one inside ``dreambooth.identity_loss``, so its
+scores flatter that loss. Here each embedder of ``benchmark.independent_embedders`` gives own- vs other-anchor
+cosine (signed d') and generated-vs-generated mated scores against the GAN variations'; each row says whether
+the embedder took part in training and whether issue 18's targets (:data:`TARGETS`) are met. Every exported
+image is also checked by MTCNN, a detector curation did not use (:func:`export_faces`).
+``scripts/measure_generated.py`` calls the same :func:`measure_generated`.
+One module: measurement, export check, registration and section share one row format (the metrics JSON the
+section renders). Design: docs/design.md#independent-measures.
 """
 
 from __future__ import annotations

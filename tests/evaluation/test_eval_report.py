@@ -82,7 +82,8 @@ def test_report_stage_writes_self_contained_html(tmp_path, evaluated):
         assert needle in text
     md = (ctx.dir / "report.md").read_text()
     assert "![" in md and (ctx.dir / "assets" / "samples.png").is_file()
-    assert len(logged["images"]) == n and logged["tables"][0][1] == 6 and logged["refs"] == ["dataset", "report"]
+    # the first table: one row per evaluate item, prompts-effects included: benchmark.prompt_effects is on in the demo
+    assert len(logged["images"]) == n and logged["tables"][0][1] == 7 and logged["refs"] == ["dataset", "report"]
 
 
 def test_report_of_an_empty_export_says_so(tmp_path, builders):
