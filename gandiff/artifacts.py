@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -222,7 +223,10 @@ class ItemStore:
             raise ValueError(f"item key {key!r}: must be a non-empty file-name-safe string")
         return self.dir / f"{key}.json"
 
-    def put(self, key: str, row: dict[str, Any], files: Sequence[str | os.PathLike] = ()) -> None:
+    def put(self, key: str, row: dict[str, Any], files: Sequence[str | os.PathLike] = (),
+            retry_when_installed: Sequence[str] = ()) -> None:
+        """Record item ``key``. ``retry_when_installed``: the optional packages whose absence made part of the row a
+        skip; once any of them can be imported, the item counts as not done and is redone."""
         if self.readonly:
             return
         recs = []
@@ -232,7 +236,10 @@ class ItemStore:
                 p = self.stage_dir / p
             rel = p.relative_to(self.stage_dir).as_posix()
             recs.append({"path": rel, "size": p.stat().st_size, "sha256": file_sha256(p)})
-        atomic_write_json(self._row_path(key), {"key": key, "row": row, "files": recs})
+        rec: dict[str, Any] = {"key": key, "row": row, "files": recs}
+        if retry_when_installed:
+            rec["retry_when_installed"] = sorted(set(retry_when_installed))
+        atomic_write_json(self._row_path(key), rec)
 
     def record(self, key: str) -> dict[str, Any] | None:
         p = self._row_path(key)
@@ -247,6 +254,8 @@ class ItemStore:
         rec = self.record(key)
         if rec is None:
             return False
+        if any(importlib.util.find_spec(m) is not None for m in rec.get("retry_when_installed", ())):
+            return False  # skipped for a package that is installed now
         for f in rec.get("files", []):
             p = self.stage_dir / f["path"]
             if not p.exists() or p.stat().st_size != f["size"]:

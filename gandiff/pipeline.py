@@ -61,6 +61,10 @@ class Stage:
     ignore_keys: tuple[str, ...] = ()
     # How items are checked on resume: "sha256" reads every file again, "size" only stats it.
     verify: str = "sha256"
+    # Raised by one when a fix changes what the stage writes under an unchanged config, so that folders written
+    # before the fix get a new key instead of being reused. It enters the key only when nonzero (stage_key): the
+    # folders of stages never revised keep theirs.
+    revision: int = 0
     # True: in a multi-process job (DDP) every process runs ``process`` (the leader alone records items,
     # merges and writes stage.json); False: the leader runs the stage and the other processes skip it.
     distributed: bool = False
@@ -196,7 +200,10 @@ def stage_key(cfg: Any, name: str, _cache: dict[str, str] | None = None) -> str:
     if name not in cache:
         stage = load_stage(name)
         ups = {u: stage_key(cfg, u, cache) for u in stage.upstream_for(cfg)}
-        cache[name] = config_hash({"stage": name, "config": stage_config(cfg, stage), "upstream": ups})
+        payload = {"stage": name, "config": stage_config(cfg, stage), "upstream": ups}
+        if stage.revision:
+            payload["revision"] = stage.revision
+        cache[name] = config_hash(payload)
     return cache[name]
 
 
@@ -373,7 +380,8 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
             log.info("%s: up to date in %s, nothing to do", name, out_dir)
             _publish_plan(plan, {"todo": []})
             return {"stage": name, "status": "up-to-date", "dir": str(out_dir), **read_json(done_json)["counts"]}
-        log.warning("%s: %d items changed since the stage finished (e.g. %s): redoing them",
+        log.warning("%s: %d items changed since the stage finished, or were skipped for a package installed since "
+                    "(e.g. %s): redoing them",
                     name, len(changed), changed[0])
         done_json.unlink()
     elif started_json.exists() and read_json(started_json).get("inputs") != input_record:

@@ -71,6 +71,8 @@ class CurateStage(Stage):
     upstream = ("generate", "identities")
     example = "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5"
     config_keys = ("face", "attributes", "curation.detect_size")
+    # 1: fam_<family> columns read generate's choice_<family> (they were empty before, 2026-12-04).
+    revision = 1
     # Speed only (batch sizes; results do not depend on them); match_threshold is not used to score
     # (selection thresholds live in ``curation``).
     ignore_keys = ("face.batch_size", "face.detector.batch_size", "face.embedder.batch_size",

@@ -396,7 +396,8 @@ class DreamBoothModule(L.LightningModule):
         else:
             # AdamW is elementwise: adapter k's slice of a stacked parameter updates as if alone.
             opt = torch.optim.AdamW(
-                self.trainable, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=s.weight_decay
+                self.trainable, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=s.weight_decay,
+                **({"fused": True} if s.optimizer == "adamw_fused" else {}),
             )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.lr_scheduler, s.lr_warmup_steps, s.steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

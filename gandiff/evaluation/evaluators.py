@@ -43,10 +43,11 @@ def measure_distribution(ev: EvalContext, key: str) -> Result:
         emb, labels, ids, attrs, facts = ev.embed_source(kind, embedder)
     except EmptyDatasetError as e:
         log.warning("%s: %s", key, e)
-        return {**row, "status": "empty", "reason": str(e)}, []
+        return {**row, "status": "empty", "reason": str(e), **_scoreless(ev, key, kind, emb_name)}, []
     row.update(facts)
     if len(emb) < 2:
-        return {**row, "status": "empty", "reason": f"{len(emb)} image(s): no pairs to score"}, []
+        return {**row, "status": "empty", "reason": f"{len(emb)} image(s): no pairs to score",
+                **_scoreless(ev, key, kind, emb_name)}, []
     ps = pair_scores(emb, labels, max_pairs=b.max_pairs, seed=ev.seed)
     meta = {"dataset": ev.ctx.portable(facts["dataset"]), "embedder": emb_name, **ps.describe()}
     hist = ScoreHistogram.from_scores(ps.mated, ps.nonmated, bins=b.histogram_bins, metadata=meta)
@@ -56,6 +57,13 @@ def measure_distribution(ev: EvalContext, key: str) -> Result:
     for a in analyses():
         row[a.field] = a.compute(ev, data)
     return row, files
+
+
+def _scoreless(ev: EvalContext, key: str, kind: str, emb_name: str) -> dict[str, Any]:
+    """The fields of the analyses that need no scores (``Analysis.needs_scores`` False), for an empty dataset."""
+    data = DatasetScores(key, kind, np.zeros((0, 1)), np.zeros(0, int), [], {}, None, emb_name)
+    out = {a.field: a.compute(ev, data) for a in analyses() if not a.needs_scores}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 COMPARISONS = tuple((f"diffusion_vs_gan/{w}", f"export-{w}", f"gan-{w}") for w in ("face", "recognizer")) + (

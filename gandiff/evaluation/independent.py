@@ -50,10 +50,15 @@ def unavailable(name: str) -> str | None:
     """Why embedder ``name`` cannot be built here (a missing optional package), or None."""
     if name not in EXTRAS:
         raise ValueError(f"independent embedder {name!r}: must be one of {', '.join(EMBEDDERS)}")
-    missing = [m for m in EXTRAS[name] if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"{name} embedder skipped: {', '.join(missing)} not installed (pip install 'gandiff[{name}]')"
+    absent = missing(name)
+    if absent:
+        return f"{name} embedder skipped: {', '.join(absent)} not installed (pip install 'gandiff[{name}]')"
     return None
+
+
+def missing(name: str) -> list[str]:
+    """The packages embedder ``name`` needs that are not installed here."""
+    return [m for m in EXTRAS[name] if importlib.util.find_spec(m) is None]
 
 
 def build_embedder(name: str, device: str = "auto") -> Any:
@@ -98,31 +103,52 @@ def build_script_detector() -> Any:
 # --------------------------------------------------------------------------------------------- measurement
 
 
-def best_faces(detector: Any, paths: Sequence[Path], chunk: int = 256,
-               progress: Callable[..., Iterable[Any]] | None = None) -> list[Face | None]:
-    """(image, five landmarks) of each image's best-scoring face, or None where none is found (or the file does
-    not decode: counted as an image without a face, as curate counts it unreadable)."""
+def _read(p: Path) -> np.ndarray | None:
+    """The image, or None (logged) where the file does not decode: counted as an image without a face, as curate
+    counts it unreadable."""
     from gandiff.face.images import ImageReadError, read_image
 
-    def read(p: Path) -> np.ndarray | None:
-        try:
-            return read_image(p)
-        except ImageReadError as e:
-            log.warning("independent: %s", e)
-            return None
+    try:
+        return read_image(p)
+    except ImageReadError as e:
+        log.warning("independent: %s", e)
+        return None
 
+
+def best_faces(detector: Any, paths: Sequence[Path]) -> list[Face | None]:
+    """(image, five landmarks) of each image's best-scoring face, or None where none is found or the file does not
+    decode. Holds every image: for a few (anchors of one chunk); :func:`embed_faces` streams a folder."""
+    images = [_read(p) for p in paths]
+    ok = [img for img in images if img is not None]
+    dets = iter(detector.detect_batch(ok) if ok else [])
+    out: list[Face | None] = []
+    for img in images:
+        d = next(dets) if img is not None else None
+        out.append((img, max(d, key=lambda q: q.score).landmarks) if d else None)
+    return out
+
+
+def embed_faces(detector: Any, embedders: dict[str, Any], paths: Sequence[Path], chunk: int = 256,
+                progress: Callable[..., Iterable[Any]] | None = None, desc: str = "faces"
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Which of ``paths`` hold a face (N,) bool, and each embedder's unit embeddings of those faces (F, D) float32.
+
+    ``chunk`` images at a time are read, detected and embedded: only the embeddings are kept, so memory grows with
+    the number of faces times D, not with their pixels."""
     starts = range(0, len(paths), chunk)
     if progress is not None and len(starts) > 1:
-        starts = progress(starts, total=len(starts), desc="independent: detecting faces")
-    out: list[Face | None] = []
+        starts = progress(starts, total=len(starts), desc=f"independent: {desc}")
+    found: list[bool] = []
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in embedders}
     for s in starts:
-        images = [read(p) for p in paths[s:s + chunk]]
-        ok = [img for img in images if img is not None]
-        dets = iter(detector.detect_batch(ok) if ok else [])
-        for img in images:
-            d = next(dets) if img is not None else None
-            out.append((img, max(d, key=lambda q: q.score).landmarks) if d else None)
-    return out
+        faces = best_faces(detector, paths[s:s + chunk])
+        found += [f is not None for f in faces]
+        kept = [f for f in faces if f is not None]
+        for name, embedder in embedders.items():
+            if kept:
+                parts[name].append(unit_embeddings(embedder, kept).astype(np.float32))
+    return np.array(found, bool), {name: (np.concatenate(p) if p else np.zeros((0, 1), np.float32))
+                                   for name, p in parts.items()}
 
 
 def unit_embeddings(embedder: Any, faces: Sequence[Face]) -> np.ndarray:
@@ -140,33 +166,70 @@ def unit_embeddings(embedder: Any, faces: Sequence[Face]) -> np.ndarray:
 
 
 def mated_scores(e: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Cosine of every same-label pair (i < j) of unit embeddings ``e`` (N, D)."""
-    iu = np.triu_indices(len(labels), 1)
-    return (e @ e.T)[iu][(labels[:, None] == labels[None, :])[iu]]
+    """Cosine of every same-label pair (i < j) of unit embeddings ``e`` (N, D), identity by identity (never the
+    N x N matrix)."""
+    from gandiff.evaluation.measures import mated_scores_per_identity
+
+    per = mated_scores_per_identity(np.asarray(e, np.float64), labels)
+    return np.concatenate([per[k] for k in sorted(per)]) if per else np.zeros(0)
+
+
+class Moments:
+    """Count, mean and variance (ddof 0, as ``np.var``) of scores added chunk by chunk (Chan et al.'s merge)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).ravel()
+        if not x.size:
+            return
+        n, mean = x.size, float(x.mean())
+        delta, total = mean - self.mean, self.n + n
+        self.m2 += float(((x - mean) ** 2).sum()) + delta * delta * self.n * n / total
+        self.mean += delta * n / total
+        self.n = total
+
+    @property
+    def var(self) -> float:
+        return self.m2 / self.n if self.n else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"mean": self.mean if self.n else None, "std": float(np.sqrt(self.var)) if self.n else None,
+                "pairs": self.n}
 
 
 def _moments(x: np.ndarray) -> dict[str, Any]:
-    return {"mean": float(x.mean()) if len(x) else None, "std": float(x.std()) if len(x) else None, "pairs": len(x)}
+    m = Moments()
+    m.add(x)
+    return m.summary()
 
 
-def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Generated faces ``g`` (N, D) against the anchors ``a`` (K, D): own-anchor and other-anchor cosine, d'."""
-    from gandiff.evaluation.distributions import d_prime
-
-    s = g @ a.T  # (N, K)
-    own = s[np.arange(len(labels)), labels]
-    other = s[np.arange(len(a))[None, :] != labels[:, None]]
-    # signed: negative when generated faces sit closer to other identities' anchors than to their own
-    signed = float(np.sign(own.mean() - other.mean()) * d_prime(own, other)) if other.size else None
-    return {"own_anchor": float(own.mean()), "other_anchor": float(other.mean()) if other.size else None,
-            "d_prime": signed}
+def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray, rows: int = 4096) -> dict[str, Any]:
+    """Generated faces ``g`` (N, D) against the anchors ``a`` (K, D): own-anchor and other-anchor cosine, signed d'
+    (Daugman's, as :func:`gandiff.evaluation.distributions.d_prime`). ``rows`` faces at a time: never N x K."""
+    own, other = Moments(), Moments()
+    k = np.arange(len(a))
+    for s in range(0, len(labels), rows):
+        sc = np.asarray(g[s:s + rows], np.float64) @ np.asarray(a, np.float64).T  # (n, K)
+        lab = labels[s:s + rows]
+        own.add(sc[np.arange(len(lab)), lab])
+        other.add(sc[k[None, :] != lab[:, None]])
+    d = None
+    if other.n:
+        den = np.sqrt((own.var + other.var) / 2.0)
+        gap = own.mean - other.mean
+        # signed: negative when generated faces sit closer to other identities' anchors than to their own
+        d = float(gap / den) if den > 0 else float(np.copysign(np.inf, gap))
+    return {"own_anchor": own.mean, "other_anchor": other.mean if other.n else None, "d_prime": d}
 
 
 def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, embedders: dict[str, Any],
-                      progress: Callable[..., Iterable[Any]] | None = None) -> dict[str, Any]:
+                      progress: Callable[..., Iterable[Any]] | None = None, chunk: int = 256) -> dict[str, Any]:
     """Every generated image of ``generate_dir/images/<id>/*.png`` against the identities of
-    ``identities_dir/images/<id>/`` (``anchor.png`` + GAN variations). Returns the counts and, per embedder,
-    ``own_anchor``, ``other_anchor``, ``d_prime``, ``generated_mated`` and ``gan_mated`` ({mean, std, pairs})."""
+    ``identities_dir/images/<id>/`` (``anchor.png`` + GAN variations), ``chunk`` images at a time. Returns the
+    counts and, per embedder, ``own_anchor``, ``other_anchor``, ``d_prime``, ``generated_mated`` and ``gan_mated``
+    ({mean, std, pairs})."""
     images_dir = Path(identities_dir) / "images"
     ids = sorted(p.name for p in images_dir.iterdir() if p.is_dir()) if images_dir.is_dir() else []
     generated = sorted((Path(generate_dir) / "images").glob("*/*.png"))
@@ -175,28 +238,25 @@ def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, e
     strangers = sorted({g.parent.name for g in generated} - set(ids))
     if strangers:
         raise MeasureError(f"generated images of {strangers} have no folder in {images_dir}")
-    anchors = best_faces(detector, [images_dir / i / "anchor.png" for i in ids])
-    missing = [i for i, a in zip(ids, anchors) if a is None]
+    has, anchors = embed_faces(detector, embedders, [images_dir / i / "anchor.png" for i in ids], chunk, progress,
+                               "anchors")
+    missing = [i for i, ok in zip(ids, has) if not ok]
     if missing:
         raise MeasureError(f"no face found in the anchor image of {missing} ({images_dir})")
-    found = best_faces(detector, generated, progress=progress)
-    keep = [k for k, f in enumerate(found) if f is not None]
-    out: dict[str, Any] = {"identities": len(ids), "generated": len(generated), "faces": len(keep),
-                           "face_rate": len(keep) / len(generated), "embedders": {}}
-    if not keep:
+    found, gen = embed_faces(detector, embedders, generated, chunk, progress, "generated images")
+    index = {i: k for k, i in enumerate(ids)}
+    out: dict[str, Any] = {"identities": len(ids), "generated": len(generated), "faces": int(found.sum()),
+                           "face_rate": float(found.mean()), "embedders": {}}
+    if not found.any():
         raise MeasureError(f"no face found in any of the {len(generated)} generated images")
-    labels = np.array([ids.index(generated[k].parent.name) for k in keep])
-    faces = [found[k] for k in keep]
-    gan = [(k, f) for k, i in enumerate(ids)
-           for f in best_faces(detector, sorted((images_dir / i).glob("*.png"))) if f is not None]
-    gan_labels = np.array([k for k, _ in gan])
-    for name, embedder in embedders.items():
-        a = unit_embeddings(embedder, anchors)
-        g = unit_embeddings(embedder, faces)
-        gan_e = unit_embeddings(embedder, [f for _, f in gan])
-        out["embedders"][name] = {**anchor_scores(g, a, labels),
-                                  "generated_mated": _moments(mated_scores(g, labels)),
-                                  "gan_mated": _moments(mated_scores(gan_e, gan_labels))}
+    labels = np.array([index[p.parent.name] for p, ok in zip(generated, found) if ok])
+    gan_paths = [p for i in ids for p in sorted((images_dir / i).glob("*.png"))]
+    gan_found, gan = embed_faces(detector, embedders, gan_paths, chunk, progress, "GAN images")
+    gan_labels = np.array([index[p.parent.name] for p, ok in zip(gan_paths, gan_found) if ok], dtype=int)
+    for name in embedders:
+        out["embedders"][name] = {**anchor_scores(gen[name], anchors[name], labels),
+                                  "generated_mated": _moments(mated_scores(gen[name], labels)),
+                                  "gan_mated": _moments(mated_scores(gan[name], gan_labels))}
     return out
 
 
@@ -407,7 +467,8 @@ def generated_measures(ev: Any, names: list[str]) -> dict[str, Any]:
         reason = unavailable(name)
         if reason:
             log.warning("generate-face: %s", reason)
-            rows[name] = {"status": "skipped", "reason": reason}
+            # missing_packages: the evaluate stage redoes this item once they are installed
+            rows[name] = {"status": "skipped", "reason": reason, "missing_packages": missing(name)}
         else:
             embedders[name] = build_embedder(name, ev.ctx.settings.device)
     if not embedders:
@@ -415,7 +476,8 @@ def generated_measures(ev: Any, names: list[str]) -> dict[str, Any]:
     from gandiff.curation.stage import build_detector
 
     s = ev.ctx.settings
-    detector = build_detector(s.face.detector, s.curation.detect_size)  # the detector curate found faces with
+    size = curate_detect_size(ev.ctx.input_dir("curate"), s.curation.detect_size)
+    detector = build_detector(s.face.detector, size)  # the detector curate found faces with, at curate's size
     try:
         got = measure_generated(ev.ctx.input_dir("identities"), generate_dir, detector, embedders,
                                 progress=ev.ctx.progress)
@@ -432,8 +494,15 @@ def generated_measures(ev: Any, names: list[str]) -> dict[str, Any]:
     facts = {k: got[k] for k in ("identities", "generated", "faces", "face_rate")}
     return {"status": "ok", "generate_dir": str(generate_dir),
             "detector": f"{s.face.detector['_target_'].rsplit('.', 1)[-1]} at "
-                        + (f"{s.curation.detect_size} px" if s.curation.detect_size else "its configured size"),
+                        + (f"{size} px" if size else "its configured size"),
             "training": note, **facts, "embedders": rows}
+
+
+def curate_detect_size(curate_dir: Path, default: int | None) -> int | None:
+    """``curation.detect_size`` as the curate stage recorded it in its ``stage.json`` (``default`` where the record
+    is missing or older than the key)."""
+    config = (_record(Path(curate_dir)) or {}).get("config") or {}
+    return config.get("curation.detect_size", default)
 
 
 def _skipped(reason: str, rows: dict[str, Any] | None = None, status: str = "skipped") -> dict[str, Any]:
@@ -511,5 +580,5 @@ def _render_generated(rep: Any, got: dict[str, Any]) -> None:
     rep.table(section_rows(got), COLUMNS)
 
 
-register(Analysis("independent", independent_measures, section="independent"))
+register(Analysis("independent", independent_measures, section="independent", needs_scores=False))
 register(Section("independent", render))

@@ -56,6 +56,9 @@ class Analysis:
     field: str  # the item row field it fills
     compute: Callable[[Any, DatasetScores], Any]  # (EvalContext, dataset) -> JSON-able value or None
     section: str  # the report section that shows it
+    # False: it reads the run's folders, not the dataset's scores, so it runs on an empty dataset too (given a
+    # DatasetScores with no embeddings and ``pairs`` None), e.g. the independent measures of every generated image.
+    needs_scores: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ class BenchmarkConfig:
     # Every generated image (before selection) also measured with these embedders, named in
     # gandiff/evaluation/independent.py (sface, dlib: needs gandiff[dlib], skipped with one line without it);
     # each row says whether it took part in training (dreambooth.identity_loss); the exported images are checked
-    # by MTCNN, a detector curation did not use. []: neither is measured (the default: they hold every generated
-    # image in memory, fine for the demo's 120 64x64 images, not yet for a real-size run).
+    # by MTCNN, a detector curation did not use. []: neither is measured (the default: a second detection and
+    # embedding pass over every generated image; dlib is an optional extra). Images stream 256 at a time, only
+    # embeddings are kept.
     independent_embedders: list[str] = field(default_factory=list)
     # Each prompt option's measured effect on every generated image against the images its family left alone
     # (gandiff/evaluation/prompt_effects_report.py; statistics for the miniature bank's words).

@@ -26,6 +26,15 @@ FLAT_NUMBERS = ("eer", "d_prime", "fnmr@fmr=0.01", "fnmr@fmr=0.001", "fnmr@fmr=0
                 "nonmated_mean", "nonmated_std")
 
 
+def missing_packages(row: Any) -> list[str]:
+    """Every ``missing_packages`` list anywhere in an item row: the optional packages a part of it was skipped for."""
+    if isinstance(row, dict):
+        return [m for k, v in row.items() for m in (v if k == "missing_packages" else missing_packages(v))]
+    if isinstance(row, list):
+        return [m for v in row for m in missing_packages(v)]
+    return []
+
+
 class EvaluateStage(Stage):
     name = "evaluate"
     upstream = ("identities", "curate", "export", "train")
@@ -53,7 +62,8 @@ class EvaluateStage(Stage):
                 log.warning("%s: skipped: %s", key, e)
                 row, files = {"key": key, "status": "skipped", "reason": str(e)}, []
             # Inputs named by stage and key, not by where this run is: the same results give the same bytes.
-            ctx.items.put(key, ctx.portable(row), files)
+            # A part skipped for a missing optional package (dlib) is redone once that package is installed.
+            ctx.items.put(key, ctx.portable(row), files, retry_when_installed=missing_packages(row))
 
     # ----------------------------------------------------------------------------------------- merge
 

@@ -29,6 +29,7 @@ QUICK = {
     "face": [],
     "identities": ["--num", "12", "24"],
     "dreambooth": ["--ks", "1", "8", "--steps", "6"],
+    "optimizer_step": [],
     "generate": [],
     "curate": ["--images", "16", "--batch", "16"],
     "train": ["--steps", "6", "--batch-size", "16", "--workers", "1", "--classes", "50"],

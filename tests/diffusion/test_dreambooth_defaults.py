@@ -61,6 +61,29 @@ def test_the_module_schedules_as_diffusers():
     assert ours == _lrs(lambda opt: get_scheduler("constant_with_warmup", opt, num_warmup_steps=4), 12)
 
 
+def test_adamw_fused_is_torchs_fused_kernel_and_steps_as_the_loop():
+    from gandiff.diffusion.dreambooth import DreamBoothModule, GroupNetworks
+    from gandiff.diffusion.schema import DreamBoothConfig
+
+    weights = {}
+    for name in ("adamw", "adamw_fused"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 3))
+        settings = DreamBoothConfig(learning_rate=1e-2, optimizer=name, weight_decay=1e-2)
+        opt = DreamBoothModule(GroupNetworks(net, 1, list(net.parameters())), torch.ones(10), "epsilon",
+                               settings).configure_optimizers()["optimizer"]
+        assert isinstance(opt, torch.optim.AdamW) and bool(opt.defaults["fused"]) is (name == "adamw_fused")
+        x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+        for _ in range(5):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+        weights[name] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert torch.allclose(weights["adamw"], weights["adamw_fused"], atol=1e-6)  # the same update, up to rounding
+    assert compose(["logger=none"]).dreambooth.optimizer == "adamw_fused"  # the demo
+    assert compose(["logger=none", "dreambooth=sd15_lora"]).dreambooth.optimizer == "adamw"  # diffusers' loop
+
+
 def test_each_mode_has_the_reference_learning_rate():
     # train_dreambooth.py's --learning_rate default (full fine-tune); the LoRA README's runs for LoRA.
     assert DEFAULT_LEARNING_RATES == {"full": 5e-6, "lora": 1e-4}
@@ -71,7 +94,7 @@ def test_each_mode_has_the_reference_learning_rate():
     assert dreambooth_learning_rate("full", 2e-5) == 2e-5
     # The demo states its own rate (a full fine-tune of the miniature model): the default change leaves it.
     demo = compose(["logger=none"])
-    assert demo.dreambooth.mode == "full" and demo.dreambooth.learning_rate == 5e-4
+    assert demo.dreambooth.mode == "full" and demo.dreambooth.learning_rate == 8e-4
     assert demo.dreambooth.lr_scheduler == "constant"
 
 

@@ -5,22 +5,11 @@ same numbers)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "measure_generated.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("measure_generated", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run_folder(root: Path) -> Path:
@@ -48,11 +37,11 @@ def _detector():
     return build_script_detector()
 
 
-def test_own_identity_scores_above_the_others_and_every_face_is_found(script, tmp_path, capsys):
+def test_own_identity_scores_above_the_others_and_every_face_is_found(measure_script, tmp_path, capsys):
     import json
 
     run = _run_folder(tmp_path)
-    assert script.main([str(run), "--embedders", "sface", "--json", str(tmp_path / "out.json")]) == 0
+    assert measure_script.main([str(run), "--embedders", "sface", "--json", str(tmp_path / "out.json")]) == 0
     (out,) = json.loads((tmp_path / "out.json").read_text())
     m = out["embedders"]["sface"]
     assert out["run"] == str(run) and out["generated"] == 6 and out["faces"] == 6 and out["face_rate"] == 1.0
@@ -62,29 +51,29 @@ def test_own_identity_scores_above_the_others_and_every_face_is_found(script, tm
     assert line.split()[:3] == [str(run), "sface", "1.000"] and f"{m['d_prime']:.3f}" in line
 
 
-def test_an_embedder_that_is_not_installed_is_refused_in_one_line(script, monkeypatch):
+def test_an_embedder_that_is_not_installed_is_refused_in_one_line(measure_script, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
     with pytest.raises(SystemExit, match=r"--embedders: dlib embedder skipped: dlib(, face_recognition_models)? not "
                                          r"installed \(pip install 'gandiff\[dlib\]'\)"):
-        script.build_embedder("dlib")
+        measure_script.build_embedder("dlib")
     with pytest.raises(SystemExit, match=r"--embedders: 'arcface': must be one of sface, dlib"):
-        script.build_embedder("arcface")
+        measure_script.build_embedder("arcface")
 
 
-def test_a_folder_with_two_stage_keys_is_refused_by_name(script, tmp_path):
+def test_a_folder_with_two_stage_keys_is_refused_by_name(measure_script, tmp_path):
     run = _run_folder(tmp_path)
     (run / "generate" / "k3").mkdir()
     with pytest.raises(SystemExit, match=r"generate: expected one generate folder, found 2"):
-        script.measure(run, _detector(), {})
+        measure_script.measure(run, _detector(), {})
 
 
-def test_generated_images_of_an_unknown_identity_are_refused_in_one_line(script, tmp_path):
+def test_generated_images_of_an_unknown_identity_are_refused_in_one_line(measure_script, tmp_path):
     run = _run_folder(tmp_path)
     stray = run / "generate" / "k2" / "images" / "id_000009"
     stray.mkdir()
     Image.new("RGB", (64, 64)).save(stray / "id_000009_0000.png")
     with pytest.raises(SystemExit, match=r"generated images of \['id_000009'\] have no folder"):
-        script.measure(run, _detector(), {})
+        measure_script.measure(run, _detector(), {})

