@@ -201,12 +201,21 @@ def identity_id(n: int) -> str:
 # --------------------------------------------------------------------------------------------- item records
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` (a dotted name too) can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing; a module without __spec__
+        return False
+
+
 class ItemStore:
     """Done-markers with content: one JSON row per finished item, written after the item's files.
 
     ``put`` records the size and SHA-256 of every file the item produced (paths relative to the stage
     folder). ``is_done`` re-checks them, so a truncated, deleted or edited file makes the item undone and
-    the stage redoes it. Rows must be deterministic (no timings), so that a resumed run and an
+    the stage redoes it; so does a record whose ``retry_when_installed`` package imports now (a part of it was
+    skipped for its absence). Rows must be deterministic (no timings), so that a resumed run and an
     uninterrupted run end with the same bytes.
     """
 
@@ -254,7 +263,7 @@ class ItemStore:
         rec = self.record(key)
         if rec is None:
             return False
-        if any(importlib.util.find_spec(m) is not None for m in rec.get("retry_when_installed", ())):
+        if any(importable(m) for m in rec.get("retry_when_installed", ())):
             return False  # skipped for a package that is installed now
         for f in rec.get("files", []):
             p = self.stage_dir / f["path"]

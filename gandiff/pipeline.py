@@ -65,6 +65,9 @@ class Stage:
     # before the fix get a new key instead of being reused. It enters the key only when nonzero (stage_key): the
     # folders of stages never revised keep theirs.
     revision: int = 0
+    # True for a stage that only summarises its inputs (the report): when an upstream stage was redone since it
+    # finished, it is rebuilt instead of refused (overwrite=true is for stages whose outputs cost work).
+    rebuild_on_new_inputs: bool = False
     # True: in a multi-process job (DDP) every process runs ``process`` (the leader alone records items,
     # merges and writes stage.json); False: the leader runs the stage and the other processes skip it.
     distributed: bool = False
@@ -369,6 +372,9 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     done_json, started_json = out_dir / "stage.json", out_dir / "config.json"
     if plain(cfg, "overwrite") and out_dir.exists():
         log.info("%s: overwrite=true, removing %s", name, out_dir)
+        shutil.rmtree(out_dir)
+    if done_json.exists() and stage.rebuild_on_new_inputs and read_json(done_json).get("inputs") != input_record:
+        log.info("%s: an upstream stage was redone since it finished: rebuilding %s", name, out_dir)
         shutil.rmtree(out_dir)
     if done_json.exists():
         if read_json(done_json).get("inputs") != input_record:

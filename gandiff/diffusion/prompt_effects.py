@@ -1,7 +1,7 @@
 """Does a prompt word take effect? One measured statistic per option of the miniature prompt bank.
 
 :data:`OPTION_EFFECTS` names, for each option of ``conf/prompts/miniature.yaml``, an image statistic the word
-should raise or lower (eye-region darkness for "wearing sunglasses", chroma above the brow for a hat, the
+should raise or lower (eye-region darkness for "wearing sunglasses", a uniform crown above the brow for a hat, the
 backdrop's colour, luminance, head turn, the age estimate ...). :func:`option_effects` compares each option's
 images with the neutral prompt's (same seeds): difference of means and Cohen's d, with regions placed in the
 face's own frame from five landmarks.
@@ -27,6 +27,8 @@ EYES = ((-0.72, -0.28, -0.16, 0.18), (0.28, 0.72, -0.16, 0.18))
 EYE_BAND = (-1.0, 1.0, -0.45, 0.4)
 ABOVE_BROW = (-1.0, 1.0, -1.6, -0.7)
 MOUTH = (-0.5, 0.5, 0.6, 1.3)
+CROWN = (-0.8, 0.8, -1.7, -1.05)  # above the brow, above where a drawn hat's band sits (b -0.95)
+NOSE_BRIDGE = (-0.35, 0.35, 0.0, 0.25)  # skin between the eyes, above where a drawn mask starts (b 0.26)
 FACE = (-0.8, 0.8, -0.3, 1.3)
 
 
@@ -73,16 +75,20 @@ def eye_edges(image, landmarks=None) -> float:
     return _mean(region_pixels(np.hypot(gx, gy), landmarks, EYE_BAND)[:, 0]) / 255.0
 
 
-def brow_chroma(image, landmarks=None) -> float:
-    """Mean chroma (max - min of R, G, B) / 255 above the brow (a coloured hat: higher)."""
-    px = region_pixels(image, landmarks, ABOVE_BROW)
-    return _mean(px.max(1) - px.min(1)) / 255.0
+def brow_texture(image, landmarks=None) -> float:
+    """Standard deviation of luma / 255 above the brow (hairline and forehead are textured; a hat's crown is
+    uniform fabric: lower)."""
+    y = luma(region_pixels(image, landmarks, CROWN))
+    return float(np.std(y)) / 255.0 if len(y) else float("nan")
 
 
-def mouth_blue(image, landmarks=None) -> float:
-    """Mean (B - R) / 255 over the mouth and chin (skin is negative; a face mask: higher)."""
-    px = region_pixels(image, landmarks, MOUTH)
-    return _mean(px[:, 2] - px[:, 0]) / 255.0
+def mouth_vs_skin(image, landmarks=None) -> float:
+    """Distance between the mean RGB over the mouth and chin and the nose bridge's (skin), / 255 (a face mask of
+    any colour: higher; skin to skin: near 0)."""
+    mouth, skin = region_pixels(image, landmarks, MOUTH), region_pixels(image, landmarks, NOSE_BRIDGE)
+    if not len(mouth) or not len(skin):
+        return float("nan")
+    return float(np.linalg.norm(mouth.mean(0) - skin.mean(0))) / 255.0
 
 
 def face_luma(image, landmarks=None) -> float:
@@ -127,7 +133,7 @@ def eye_distance(image, landmarks=None) -> float:
 
 
 STATISTICS: dict[str, Callable[..., float]] = {
-    "eye_darkness": eye_darkness, "eye_edges": eye_edges, "brow_chroma": brow_chroma, "mouth_blue": mouth_blue,
+    "eye_darkness": eye_darkness, "eye_edges": eye_edges, "brow_texture": brow_texture, "mouth_vs_skin": mouth_vs_skin,
     "face_luma": face_luma, "backdrop_blue": backdrop_blue, "backdrop_green": backdrop_green,
     "backdrop_white": backdrop_white, "yaw": yaw, "eye_distance": eye_distance,
 }
@@ -137,7 +143,7 @@ STATISTICS: dict[str, Callable[..., float]] = {
 OPTION_EFFECTS: dict[str, tuple[str, int]] = {
     "young": ("age", -1), "middle-aged": ("age", +1), "old": ("age", +1),
     "wearing glasses": ("eye_edges", +1), "wearing sunglasses": ("eye_darkness", +1),
-    "wearing a hat": ("brow_chroma", +1), "wearing a face mask": ("mouth_blue", +1),
+    "wearing a hat": ("brow_texture", -1), "wearing a face mask": ("mouth_vs_skin", +1),
     "blue background": ("backdrop_blue", +1), "green background": ("backdrop_green", +1),
     "white background": ("backdrop_white", +1),
     "looking left": ("yaw", +1), "looking right": ("yaw", -1),

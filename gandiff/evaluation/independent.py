@@ -12,7 +12,6 @@ section renders). Design: docs/design.md#independent-measures.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,9 @@ def unavailable(name: str) -> str | None:
 
 def missing(name: str) -> list[str]:
     """The packages embedder ``name`` needs that are not installed here."""
-    return [m for m in EXTRAS[name] if importlib.util.find_spec(m) is None]
+    from gandiff.artifacts import importable
+
+    return [m for m in EXTRAS[name] if not importable(m)]
 
 
 def build_embedder(name: str, device: str = "auto") -> Any:
@@ -117,7 +118,7 @@ def _read(p: Path) -> np.ndarray | None:
 
 def best_faces(detector: Any, paths: Sequence[Path]) -> list[Face | None]:
     """(image, five landmarks) of each image's best-scoring face, or None where none is found or the file does not
-    decode. Holds every image: for a few (anchors of one chunk); :func:`embed_faces` streams a folder."""
+    decode. Holds every image of ``paths``: :func:`embed_faces` calls it one chunk at a time."""
     images = [_read(p) for p in paths]
     ok = [img for img in images if img is not None]
     dets = iter(detector.detect_batch(ok) if ok else [])
@@ -205,23 +206,27 @@ def _moments(x: np.ndarray) -> dict[str, Any]:
     return m.summary()
 
 
-def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray, rows: int = 4096) -> dict[str, Any]:
+def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray, rows: int | None = None) -> dict[str, Any]:
     """Generated faces ``g`` (N, D) against the anchors ``a`` (K, D): own-anchor and other-anchor cosine, signed d'
-    (Daugman's, as :func:`gandiff.evaluation.distributions.d_prime`). ``rows`` faces at a time: never N x K."""
+    (Daugman's, as :func:`gandiff.evaluation.distributions.d_prime`). ``rows`` faces at a time (default: about 16M
+    scores per block): never N x K."""
     own, other = Moments(), Moments()
     k = np.arange(len(a))
+    rows = rows or max(1, 2**24 // max(len(a), 1))
     for s in range(0, len(labels), rows):
         sc = np.asarray(g[s:s + rows], np.float64) @ np.asarray(a, np.float64).T  # (n, K)
         lab = labels[s:s + rows]
         own.add(sc[np.arange(len(lab)), lab])
         other.add(sc[k[None, :] != lab[:, None]])
     d = None
-    if other.n:
+    if own.n and other.n:
         den = np.sqrt((own.var + other.var) / 2.0)
         gap = own.mean - other.mean
-        # signed: negative when generated faces sit closer to other identities' anchors than to their own
-        d = float(gap / den) if den > 0 else float(np.copysign(np.inf, gap))
-    return {"own_anchor": own.mean, "other_anchor": other.mean if other.n else None, "d_prime": d}
+        # signed: negative when generated faces sit closer to other identities' anchors than to their own; every
+        # score equal (a collapsed embedder) tells nothing apart: None, never an infinite "met"
+        d = float(gap / den) if den > 0 else (float(np.copysign(np.inf, gap)) if gap else None)
+    return {"own_anchor": own.mean if own.n else None, "other_anchor": other.mean if other.n else None,
+            "d_prime": d}
 
 
 def measure_generated(identities_dir: Path, generate_dir: Path, detector: Any, embedders: dict[str, Any],

@@ -28,6 +28,7 @@ class ReportStage(Stage):
     example = "gandiff report"
     config_keys = ("benchmark",)
     ignore_keys = ("benchmark.batch_size",)
+    rebuild_on_new_inputs = True  # a summary: an evaluate item redone (dlib installed since) rebuilds it
 
     def upstream_for(self, cfg: Any) -> tuple[str, ...]:
         from gandiff.diffusion.generate_stage import generation_source

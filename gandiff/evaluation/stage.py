@@ -40,6 +40,9 @@ class EvaluateStage(Stage):
     upstream = ("identities", "curate", "export", "train")
     example = "gandiff evaluate benchmark=verification_bins benchmark.root=/data/faces_webface_112x112"
     config_keys = ("benchmark", "face")
+    # 1: prompt effects measure hats by a uniform crown and masks by their distance from skin; the independent
+    # measures stream their embeddings (2026-12-04).
+    revision = 1
     ignore_keys = ("benchmark.batch_size", "face.batch_size", "face.match_threshold")
 
     def items(self, ctx: StageContext) -> list[str]:

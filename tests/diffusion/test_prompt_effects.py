@@ -18,11 +18,14 @@ BANK = Path(__file__).resolve().parents[2] / "conf" / "prompts" / "miniature.yam
 
 
 def _face(skin: tuple[int, int, int], backdrop: tuple[int, int, int] = (120, 110, 100), size: int = 64) -> np.ndarray:
-    """A flat 'face': a skin ellipse around the canonical landmarks on a flat backdrop, dark eyes and mouth."""
+    """A flat 'face': a skin ellipse around the canonical landmarks on a flat backdrop, dark eyes and mouth, and
+    hair: a band of dark noise over the top of the head (what a hat's uniform crown covers)."""
     import cv2
 
     img = np.full((size, size, 3), backdrop, np.uint8)
     cv2.ellipse(img, (33, 40), (19, 26), 0, 0, 360, skin, -1)
+    hair = np.random.default_rng(sum(skin)).integers(20, 90, size=(17, 40, 1))
+    img[:17, 13:53] = np.repeat(hair, 3, axis=2).astype(np.uint8)
     for x, y in LM[:2]:
         cv2.circle(img, (int(x), int(y)), 2, (40, 30, 30), -1)
     cv2.line(img, tuple(int(v) for v in LM[3]), tuple(int(v) for v in LM[4]), (150, 60, 60), 1)
@@ -37,10 +40,10 @@ def test_statistics_of_a_flat_image_equal_their_definitions(rgb):
     img = np.full((64, 64, 3), rgb, np.uint8)
     r, g, b = rgb
     y = 0.299 * r + 0.587 * g + 0.114 * b
-    assert pe.mouth_blue(img) == pytest.approx((b - r) / 255)
+    assert pe.mouth_vs_skin(img) == pytest.approx(0.0)  # one colour: the mouth region is the skin's
     assert pe.face_luma(img) == pytest.approx(y / 255)
     assert pe.eye_darkness(img) == pytest.approx(1 - y / 255)
-    assert pe.brow_chroma(img) == pytest.approx((max(rgb) - min(rgb)) / 255)
+    assert pe.brow_texture(img) == pytest.approx(0.0)
     assert pe.backdrop_blue(img) == pytest.approx((b - (r + g) / 2) / 255)
     assert pe.backdrop_green(img) == pytest.approx((g - (r + b) / 2) / 255)
     assert pe.backdrop_white(img) == pytest.approx(min(rgb) / 255)

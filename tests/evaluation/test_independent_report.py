@@ -370,9 +370,9 @@ def test_chunk_by_chunk_gives_the_numbers_of_one_pass(tmp_path, faces, builders)
         "generated": 9, "faces": 6}
     a, b = one["embedders"]["sface"], chunked["embedders"]["sface"]
     for k in ("own_anchor", "other_anchor", "d_prime"):
-        assert a[k] == pytest.approx(b[k], abs=1e-9)
-    assert a["generated_mated"] == pytest.approx(b["generated_mated"]) and a["gan_mated"] == pytest.approx(
-        b["gan_mated"])
+        assert a[k] == pytest.approx(b[k], abs=1e-6)  # embeddings of other batch sizes: float rounding
+    assert a["generated_mated"] == pytest.approx(b["generated_mated"], abs=1e-6)
+    assert a["gan_mated"] == pytest.approx(b["gan_mated"], abs=1e-6)
     rng = np.random.default_rng(1)
     x, m = rng.normal(size=1000), I.Moments()
     for part in np.array_split(x, 7):
@@ -381,6 +381,8 @@ def test_chunk_by_chunk_gives_the_numbers_of_one_pass(tmp_path, faces, builders)
     g, an = rng.normal(size=(50, 8)), rng.normal(size=(5, 8))
     labels = rng.integers(0, 5, 50)
     assert I.anchor_scores(g, an, labels, rows=3) == pytest.approx(I.anchor_scores(g, an, labels))
+    same = np.ones((4, 8)) / np.sqrt(8)  # a collapsed embedder: every score 1, nothing told apart
+    assert I.anchor_scores(same, same[:2], np.array([0, 1, 0, 1]))["d_prime"] is None
 
 
 def test_the_generated_images_are_measured_when_curate_found_no_face_in_them(tmp_path, faces, builders):

@@ -13,7 +13,7 @@ from gandiff.pipeline import STAGE_ORDER
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # about 5.5 min on 2 idle cores (DreamBooth is 4.5 of them); slack for slower runners
+@pytest.mark.timeout(1800)  # about 5 min on 2 idle cores (DreamBooth under 3 of them); slack for slower runners
 def test_demo_runs_every_stage_then_a_rerun_does_nothing(tmp_path):
     env = {**os.environ, "GANDIFF_ROOT": str(tmp_path), "WANDB_MODE": "disabled"}
     first = subprocess.run([sys.executable, "-m", "gandiff.cli", "run"], capture_output=True, text=True,

@@ -123,6 +123,22 @@ def test_downstream_refuses_inputs_redone_since(tmp_path):
     assert run_stage(cfg_for(tmp_path, "overwrite=true"), "toy_sum")["status"] == "done"
 
 
+def test_a_summary_stage_is_rebuilt_when_its_inputs_were_redone(tmp_path, monkeypatch):
+    from gandiff.pipeline import load_stage
+
+    assert type(load_stage("report")).rebuild_on_new_inputs is True  # the report summarises: rebuild, not refuse
+    monkeypatch.setattr(type(load_stage("toy_sum")), "rebuild_on_new_inputs", True)
+    cfg = cfg_for(tmp_path)
+    run_stage(cfg, "toy_make")
+    summed = Path(run_stage(cfg, "toy_sum")["dir"])
+    before = tree(summed)
+    rec = read_json(summed / "stage.json")
+    rec["inputs"]["toy_make"]["outputs"] = "0" * 16  # as if toy_make had been redone with other bytes
+    (summed / "stage.json").write_text(__import__("json").dumps(rec))
+    assert run_stage(cfg, "toy_sum")["status"] == "done" and tree(summed) == before
+    assert read_json(summed / "stage.json")["inputs"]["toy_make"]["outputs"] != "0" * 16
+
+
 def test_sigkill_at_random_points_then_resume_is_byte_identical(tmp_path):
     args = [f"identity.num=40", "logger=none"]
     ref = subprocess.run([sys.executable, str(RUNNER), "toy_make", f"paths.root={tmp_path / 'ref'}", *args],
