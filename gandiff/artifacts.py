@@ -202,10 +202,10 @@ def identity_id(n: int) -> str:
 
 
 def importable(module: str) -> bool:
-    """Whether ``module`` (a dotted name too) can be imported here, without importing it."""
+    """Whether ``module`` can be found here, without importing it (a dotted name imports its parent packages)."""
     try:
         return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a dotted name whose parent is missing; a module without __spec__
+    except Exception:  # a missing or broken parent package, a module without __spec__: not importable
         return False
 
 

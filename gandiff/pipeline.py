@@ -373,9 +373,12 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     if plain(cfg, "overwrite") and out_dir.exists():
         log.info("%s: overwrite=true, removing %s", name, out_dir)
         shutil.rmtree(out_dir)
-    if done_json.exists() and stage.rebuild_on_new_inputs and read_json(done_json).get("inputs") != input_record:
-        log.info("%s: an upstream stage was redone since it finished: rebuilding %s", name, out_dir)
-        shutil.rmtree(out_dir)
+    if stage.rebuild_on_new_inputs and out_dir.exists():
+        record = done_json if done_json.exists() else started_json
+        if record.exists() and read_json(record).get("inputs") != input_record:
+            log.warning("%s: an upstream stage was redone since %s was %s: rebuilding it", name, out_dir,
+                        "built" if record is done_json else "started")
+            shutil.rmtree(out_dir)
     if done_json.exists():
         if read_json(done_json).get("inputs") != input_record:
             raise StageError(f"{out_dir} was built on inputs that have changed since (an upstream stage was "

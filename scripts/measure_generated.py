@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         for n, m in r["embedders"].items():
             gen, gan = m["generated_mated"], m["gan_mated"]
-            print(f"{r['run']:<40} {n:<8} {r['face_rate']:>6.3f} {m['own_anchor']:>7.4f} {_fmt(m['other_anchor']):>7} "
+            print(f"{r['run']:<40} {n:<8} {r['face_rate']:>6.3f} {_fmt(m['own_anchor']):>7} {_fmt(m['other_anchor']):>7} "
                   f"{_fmt(m['d_prime'], 3):>8} {_fmt(gen['mean']):>7}±{_fmt(gen['std'])} "
                   f"{_fmt(gan['mean']):>7}±{_fmt(gan['std'])}")
     if args.json:

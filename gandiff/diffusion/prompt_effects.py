@@ -1,7 +1,7 @@
 """Does a prompt word take effect? One measured statistic per option of the miniature prompt bank.
 
 :data:`OPTION_EFFECTS` names, for each option of ``conf/prompts/miniature.yaml``, an image statistic the word
-should raise or lower (eye-region darkness for "wearing sunglasses", a uniform crown above the brow for a hat, the
+should raise or lower (eye-region darkness for "wearing sunglasses", a uniform crown for a hat, the
 backdrop's colour, luminance, head turn, the age estimate ...). :func:`option_effects` compares each option's
 images with the neutral prompt's (same seeds): difference of means and Cohen's d, with regions placed in the
 face's own frame from five landmarks.
@@ -25,9 +25,8 @@ CANONICAL_LANDMARKS = np.array([[22.8, 33.1], [42.6, 33.2], [33.8, 42.9], [24.7,
 # caption_augment): (a0, a1, b0, b1).
 EYES = ((-0.72, -0.28, -0.16, 0.18), (0.28, 0.72, -0.16, 0.18))
 EYE_BAND = (-1.0, 1.0, -0.45, 0.4)
-ABOVE_BROW = (-1.0, 1.0, -1.6, -0.7)
 MOUTH = (-0.5, 0.5, 0.6, 1.3)
-CROWN = (-0.8, 0.8, -1.7, -1.05)  # above the brow, above where a drawn hat's band sits (b -0.95)
+CROWN = (-0.8, 0.8, -1.7, -1.05)  # the crown: above the brow and above where a drawn hat's band sits (b -0.95)
 NOSE_BRIDGE = (-0.35, 0.35, 0.0, 0.25)  # skin between the eyes, above where a drawn mask starts (b 0.26)
 FACE = (-0.8, 0.8, -0.3, 1.3)
 
@@ -39,9 +38,10 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def region_pixels(image: np.ndarray, landmarks: np.ndarray | None, box: tuple[float, float, float, float],
-                  n: int = 12) -> np.ndarray:
+                  n: int = 12, min_inside: float = 0.5) -> np.ndarray:
     """(K, C) float64 values of ``image`` (H, W, C) at an n x n grid over ``box`` in the face frame,
-    bilinearly interpolated; grid points outside the image are left out (K <= n * n)."""
+    bilinearly interpolated; grid points outside the image are left out (K <= n * n), and when fewer than
+    ``min_inside`` of them are in the image none is kept (K = 0: the statistic is NaN, not a corner's value)."""
     img = np.asarray(image, np.float64)
     if img.ndim == 2:
         img = img[..., None]
@@ -51,6 +51,8 @@ def region_pixels(image: np.ndarray, landmarks: np.ndarray | None, box: tuple[fl
     pts = c + d * (a.reshape(-1, 1) * u + b.reshape(-1, 1) * v) - 0.5  # pixel centres at integer + 0.5
     h, w = img.shape[:2]
     ok = (pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
+    if ok.sum() < min_inside * len(ok):
+        return np.empty((0, img.shape[2]), np.float64)
     pts = pts[ok]
     x0 = np.clip(np.floor(pts[:, 0]).astype(int), 0, w - 2)
     y0 = np.clip(np.floor(pts[:, 1]).astype(int), 0, h - 2)
@@ -76,8 +78,8 @@ def eye_edges(image, landmarks=None) -> float:
 
 
 def brow_texture(image, landmarks=None) -> float:
-    """Standard deviation of luma / 255 above the brow (hairline and forehead are textured; a hat's crown is
-    uniform fabric: lower)."""
+    """Standard deviation of luma / 255 over the crown, above where a hat's band sits (hair is textured; a hat's
+    crown is uniform fabric: lower)."""
     y = luma(region_pixels(image, landmarks, CROWN))
     return float(np.std(y)) / 255.0 if len(y) else float("nan")
 

@@ -224,7 +224,9 @@ def anchor_scores(g: np.ndarray, a: np.ndarray, labels: np.ndarray, rows: int | 
         gap = own.mean - other.mean
         # signed: negative when generated faces sit closer to other identities' anchors than to their own; every
         # score equal (a collapsed embedder) tells nothing apart: None, never an infinite "met"
-        d = float(gap / den) if den > 0 else (float(np.copysign(np.inf, gap)) if gap else None)
+        # (below 1e-9: float rounding of equal scores, not a spread)
+        gap = 0.0 if abs(gap) < 1e-9 else gap
+        d = float(gap / den) if den >= 1e-9 else (float(np.copysign(np.inf, gap)) if gap else None)
     return {"own_anchor": own.mean if own.n else None, "other_anchor": other.mean if other.n else None,
             "d_prime": d}
 
@@ -273,7 +275,7 @@ def done_means(face_rate: float, m: dict[str, Any], in_training: bool | None) ->
         "face_rate": {"value": face_rate, "target": f">= {TARGETS['face_rate']}",
                       "met": face_rate >= TARGETS["face_rate"]},
         "own_anchor": {"value": m["own_anchor"], "target": f">= {TARGETS['own_anchor']}",
-                       "met": m["own_anchor"] >= TARGETS["own_anchor"]},
+                       "met": m["own_anchor"] is not None and m["own_anchor"] >= TARGETS["own_anchor"]},
         "d_prime": {"value": m["d_prime"], "target": f">= {TARGETS['d_prime']}",
                     "met": m["d_prime"] is not None and m["d_prime"] >= TARGETS["d_prime"]},
         # more intra-class variation than the GAN variations: lower generated-vs-generated mated scores

@@ -63,6 +63,13 @@ def test_regions_sit_where_the_face_frame_says():
         assert got.shape == (1, 1) and got[0, 0] == pytest.approx(want, abs=1e-9)
     # a grid point off the image is left out, not clamped
     assert len(pe.region_pixels(ramp, LM, (0.0, 0.0, -9.0, -9.0), n=1)) == 0
+    # a region mostly off the image gives no values (its statistic NaN), not the statistic of a corner
+    mostly_off = (0.0, 0.0, -9.0, 0.0)  # 10 rows of grid points up from the eyes: 2 of them in the image
+    assert len(pe.region_pixels(ramp, LM, mostly_off, n=10, min_inside=0.0)) == 20  # of 100
+    assert pe.region_pixels(ramp, LM, mostly_off, n=10).shape == (0, 1)
+    high = LM - np.array([0.0, 30.0], np.float32)  # eyes near the top edge: the crown is off the image
+    assert np.isnan(pe.brow_texture(np.zeros((64, 64, 3)), high))
+    assert np.isfinite(pe.brow_texture(np.zeros((64, 64, 3)), LM))
 
 
 def test_each_drawn_word_moves_its_statistic_and_neutral_moves_none():

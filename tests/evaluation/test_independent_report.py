@@ -331,6 +331,7 @@ def test_missing_mtcnn_weights_or_an_mtcnn_curation_say_so_in_one_line(tmp_path,
     (0.98, 0.5, 2.99, 0.79, 0.8, ["d_prime"]),
     (0.98, 0.5, 3.0, 0.8, 0.8, ["variation"]),  # as similar as the GAN variations: no added variation
     (0.98, 0.5, None, 0.79, None, ["d_prime", "variation"]),  # one identity, no GAN pairs: not measurable
+    (0.98, None, None, 0.79, 0.8, ["own_anchor", "d_prime"]),  # no generated face to score: not met, no raise
 ])
 def test_done_means_checks_each_target(face_rate, own, d, gen, gan, failed):
     m = {"own_anchor": own, "d_prime": d, "generated_mated": {"mean": gen}, "gan_mated": {"mean": gan}}
@@ -383,6 +384,8 @@ def test_chunk_by_chunk_gives_the_numbers_of_one_pass(tmp_path, faces, builders)
     assert I.anchor_scores(g, an, labels, rows=3) == pytest.approx(I.anchor_scores(g, an, labels))
     same = np.ones((4, 8)) / np.sqrt(8)  # a collapsed embedder: every score 1, nothing told apart
     assert I.anchor_scores(same, same[:2], np.array([0, 1, 0, 1]))["d_prime"] is None
+    wobble = same + np.random.default_rng(2).normal(scale=1e-13, size=same.shape)  # equal up to float rounding
+    assert I.anchor_scores(wobble, same[:2], np.array([0, 1, 0, 1]))["d_prime"] is None
 
 
 def test_the_generated_images_are_measured_when_curate_found_no_face_in_them(tmp_path, faces, builders):

@@ -137,6 +137,12 @@ def test_a_summary_stage_is_rebuilt_when_its_inputs_were_redone(tmp_path, monkey
     (summed / "stage.json").write_text(__import__("json").dumps(rec))
     assert run_stage(cfg, "toy_sum")["status"] == "done" and tree(summed) == before
     assert read_json(summed / "stage.json")["inputs"]["toy_make"]["outputs"] != "0" * 16
+    # a partial run (killed before stage.json) made from other inputs is rebuilt too, not refused
+    (summed / "stage.json").unlink()
+    started = read_json(summed / "config.json")
+    started["inputs"]["toy_make"]["outputs"] = "0" * 16
+    (summed / "config.json").write_text(__import__("json").dumps(started))
+    assert run_stage(cfg, "toy_sum")["status"] == "done" and tree(summed) == before
 
 
 def test_sigkill_at_random_points_then_resume_is_byte_identical(tmp_path):
@@ -190,6 +196,7 @@ def test_a_revised_stage_gets_a_new_key_and_its_downstream_too(tmp_path, monkeyp
     cfg = compose([f"paths.root={tmp_path}", "logger=none"])
     curate = type(load_stage("curate"))
     assert curate.revision == 1  # fam_<family> columns read choice_<family> (2026-12-04)
+    assert type(load_stage("evaluate")).revision == 1  # skipped items record missing_packages (2026-12-04)
     before = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
     monkeypatch.setattr(curate, "revision", 0)
     after = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
