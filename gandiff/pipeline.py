@@ -452,6 +452,7 @@ def _lead_stage(cfg: Any, stage: Stage, key: str, cache: dict[str, str], forced:
     record = {
         "stage": name,
         "key": key,
+        "revision": stage.revision,  # part of the key when nonzero (stage_key)
         "config": own_cfg,
         "inputs": input_record,
         "outputs": ctx.items.files_digest(keys),

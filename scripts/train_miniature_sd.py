@@ -39,6 +39,10 @@ def reproduce_note(args: argparse.Namespace, cfg, trainer=None) -> str:
                      if k not in ("vae_steps", "unet_steps"))
     steps = ("--vae-steps <VAE steps in training.json> --unet-steps <step in training.json>" if trainer is None
              else f"--vae-steps {trainer.vae_steps_done} --unet-steps {trainer.step}")
+    if cfg.vae_schedule == "cosine" and not cfg.vae_schedule_steps and (
+            trainer is None or trainer.vae_steps_done != cfg.vae_steps):
+        # the cosine's length is the configured phase, not where a budget stopped it
+        flags += f" --vae-schedule-steps {cfg.vae_steps}"
     return ("\nReproduce (same device and dtype; without --budget-minutes the phases end at the step counts):\n\n"
             f"    python scripts/train_miniature_sd.py --device {args.device} --num-faces {args.num_faces} "
             f"{steps} {flags}\n")

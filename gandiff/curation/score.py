@@ -3,7 +3,8 @@
 For each generated image: detection, the ArcFace-aligned 112x112 crop, its embedding, and from those
 ``anchor_sim`` (kept its identity?), ``centroid_sim`` (to the leave-one-out centroid of its class),
 ``other_sim`` / ``other_id`` (drifted into another identity?), head pose, ``sharpness``, a heuristic
-``quality`` (detector score times focus, not a learned quality model) and attributes (cut from the original
+``quality`` (detector score times focus, not a learned quality model), ``coverage`` (how much of the aligned
+crop the image fills; the rest is black padding) and attributes (cut from the original
 image and the five landmarks). Several faces: the largest is scored and ``n_faces`` counts them.
 
 Design: docs/design.md#scoring-generated-faces.
@@ -37,6 +38,24 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
+def crop_coverage(landmarks: np.ndarray, height: int, width: int, size: int = 112) -> float:
+    """Fraction of the ``size`` x ``size`` ArcFace crop of these landmarks that comes from inside the image.
+
+    The crop is ``gandiff.face.align.align_face``'s (same transform, bilinear, black border), so this is the
+    mean of a ones image warped alike: 1.0 for a face well inside the frame, lower when the template reaches
+    past the image (a close-up that overflows 64x64: its crop is part black padding, and no detector that did
+    not see the full image finds a face in it).
+    """
+    import cv2
+
+    from gandiff.face.align import alignment_matrix
+
+    ones = np.ones((int(height), int(width)), dtype=np.float32)
+    warped = cv2.warpAffine(ones, alignment_matrix(landmarks, size), (size, size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return float(warped.mean())
+
+
 def face_quality(det_score: float, sharp: float, sharpness_ref: float = SHARPNESS_REF) -> float:
     """Heuristic quality in [0, 1]: detector confidence x focus (see the module docstring for its limits)."""
     return float(det_score) * math.tanh(max(sharp, 0.0) / sharpness_ref)
@@ -60,6 +79,7 @@ class FaceMeasurement:
     roll: float | None = None
     sharpness: float | None = None
     quality: float | None = None
+    coverage: float | None = None  # crop_coverage: the aligned crop's fraction inside the image
 
 
 def detect_all(images: Sequence[np.ndarray], detector: Any, batch_size: int = 32) -> list[list[Any]]:
@@ -101,7 +121,8 @@ def measure_faces(images: Sequence[np.ndarray], detector: Any, batch_size: int =
             landmarks=[round(float(v), 2) for v in d.landmarks.reshape(-1)],
             points=np.asarray(d.landmarks, dtype=np.float32).reshape(5, 2), crop=crop,
             yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2), sharpness=round(sharp, 2),
-            quality=round(face_quality(d.score, sharp), 4)))
+            quality=round(face_quality(d.score, sharp), 4),
+            coverage=round(crop_coverage(d.landmarks, img.shape[0], img.shape[1]), 4)))
     return out
 
 

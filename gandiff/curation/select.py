@@ -2,7 +2,7 @@
 
 Everything reads only the measurements ``score.py`` made, so a sweep over thresholds, caps or balance re-runs
 in seconds. Steps, each rejection counted under its reason: (1) image filters (faces, detector score, size,
-similarity to the own anchor / centroid / other anchors, quality, pose, leakage); (2) per identity: below
+similarity to the own anchor / centroid / other anchors, quality, crop coverage, pose, leakage); (2) per identity: below
 ``min_images`` dropped, above ``max_images`` capped with spread over the prompt families; (3) demographic
 balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order. The rules are the
 typed curation settings themselves (``CurationConfig``, gandiff/curation/schema.py, where each one's meaning is;
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FAMILY_PREFIX = "fam_"  # scores columns holding the prompt-family option each image was generated with
 # Image rejection reasons, in the order they are checked (the first failing one is the image's reason).
 REASONS = ("unreadable", "no_face", "multiple_faces", "det_score", "face_size", "anchor_similarity",
-           "centroid_similarity", "other_similarity", "quality", "pose", "leaked")
+           "centroid_similarity", "other_similarity", "quality", "coverage", "pose", "leaked")
 
 
 # The curation settings selection does not read: curate's detector size and the leakage audit's (the export
@@ -88,6 +88,8 @@ def image_reasons(row: dict[str, Any], rules: CurationConfig, leaked: bool = Fal
         out.append("other_similarity")
     if low("quality", rules.min_quality):
         out.append("quality")
+    if rules.min_coverage > 0 and row.get("coverage") is not None and row["coverage"] < rules.min_coverage:
+        out.append("coverage")  # None: a scores table from before curate measured it (revision 2)
     if row.get("yaw") is not None and abs(row["yaw"]) > rules.max_abs_yaw:
         out.append("pose")
     if leaked:
@@ -240,6 +242,8 @@ def settings_tag(rules: CurationConfig, leakage: str = "") -> str:
         parts.append(f"centroid{rules.min_centroid_similarity:g}")
     if rules.min_quality > 0:
         parts.append(f"q{rules.min_quality:g}")
+    if rules.min_coverage > 0:
+        parts.append(f"cov{rules.min_coverage:g}")
     if rules.max_abs_yaw < 90:
         parts.append(f"yaw{rules.max_abs_yaw:g}")
     if rules.max_faces != 1:

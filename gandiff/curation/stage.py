@@ -72,7 +72,8 @@ class CurateStage(Stage):
     example = "gandiff curate -m curation.min_anchor_similarity=0.3,0.4,0.5"
     config_keys = ("face", "attributes", "curation.detect_size")
     # 1: fam_<family> columns read generate's choice_<family> (they were empty before, 2026-12-04).
-    revision = 1
+    # 2: the coverage column (the aligned crop's fraction inside the image, for curation.min_coverage).
+    revision = 2
     # Speed only (batch sizes; results do not depend on them); match_threshold is not used to score
     # (selection thresholds live in ``curation``).
     ignore_keys = ("face.batch_size", "face.detector.batch_size", "face.embedder.batch_size",
@@ -160,7 +161,7 @@ class CurateStage(Stage):
                     "prompt": r.get("prompt", ""), "seed": r.get("seed"),
                 }
                 for f in ("det_score", "face_size", "eye_distance", "box", "landmarks", "yaw", "pitch", "roll",
-                          "sharpness", "quality"):
+                          "sharpness", "quality", "coverage"):
                     row[f] = getattr(m, f) if m is not None else None
                 for f in ("anchor_sim", "centroid_sim", "other_sim", "other_id"):
                     row[f] = sims[f][k]

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MARKER = ".gandiff-export.json"  # in a published folder: which export made it
 # Metadata columns carried into every format (attributes, scores, prompt families, pose).
 META_KEYS = ("gender", "gender_prob", "age", "age_bin", "race", "det_score", "anchor_sim", "centroid_sim",
-             "other_sim", "quality", "yaw", "pitch", "roll", "prompt", "seed")
+             "other_sim", "quality", "coverage", "yaw", "pitch", "roll", "prompt", "seed")
 LOADERS = {
     "imagefolder": "datasets.load_dataset('imagefolder', data_dir='imagefolder')",
     "recordio": "arcface_torch MXFaceDataset(root_dir='recordio') / gandiff.datasets.readers.open_dataset",

@@ -43,7 +43,7 @@ def miniature_configs() -> dict[str, dict[str, Any]]:
     """Module configs of the shipped miniature model: 64x64 images, 16x16x4 latents, 64-wide CLIP.
 
     4.1M UNet, 0.68M VAE and 3.3M text-encoder parameters (3.2M of them the 49408-token embedding that
-    the real CLIP vocabulary needs): 20 MB in float16.
+    the real CLIP vocabulary needs): 32 MB in float32, as shipped.
     """
     return {
         "unet": dict(
@@ -103,6 +103,12 @@ class TrainConfig:
     vae_steps: int = 3000
     vae_batch_size: int = 32
     vae_lr: float = 1e-3
+    # constant | cosine: after warm-up the VAE's learning rate stays, or falls to 0 along a half cosine
+    # that ends at vae_schedule_steps (0: vae_steps). The VAE has no EMA, so a falling rate is what settles
+    # its exported weights. A run whose VAE phase a budget cut short is rebuilt with the cosine's length
+    # stated (scripts/train_miniature_sd.py's reproduce note), so that every step gets the same rate.
+    vae_schedule: str = "constant"
+    vae_schedule_steps: int = 0
     kl_weight: float = 1e-6
     unet_steps: int = 40000
     decoder_steps: int = 2000  # phase 3: the decoder alone, on the frozen encoder's cached latents
@@ -125,6 +131,12 @@ class TrainConfig:
     # factor is kept, so the init UNet keeps working on the (slightly moved) latent space it learnt.
     init_from: str = ""
     anchor_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.vae_schedule not in ("constant", "cosine"):
+            raise ValueError(f"vae_schedule={self.vae_schedule!r}: must be 'constant' or 'cosine'")
+        if self.vae_schedule_steps < 0:
+            raise ValueError(f"vae_schedule_steps={self.vae_schedule_steps}: must be >= 0 (0: vae_steps)")
 
     def modules(self) -> dict[str, dict[str, Any]]:
         if self.size not in ("miniature", "test"):
@@ -550,6 +562,9 @@ class Trainer:
         x = self.images[idx].to(self.device)  # (B, 3, 64, 64)
         eps = torch.randn((c.vae_batch_size, 4, 16, 16), generator=g).to(self.device)
         lr = c.vae_lr * min(1.0, (self.step + 1) / c.warmup_steps)
+        if c.vae_schedule == "cosine":
+            length = c.vae_schedule_steps or c.vae_steps
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.step / max(1, length))))
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.vae.train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gandiff.curation.score import classify_faces, embed_faces
+from gandiff.curation.score import classify_faces, crop_coverage, embed_faces
 from gandiff.face.attributes import Attributes
 
 
@@ -69,3 +69,19 @@ def test_detect_size_is_checked_and_sets_the_detectors_input():
     assert build_detector(cfg.face.detector, None).input_size == tuple(cfg.face.detector.input_size)
     mtcnn = build_detector(compose(["logger=none", "face=mtcnn"]).face.detector, 160)  # an image pyramid:
     assert type(mtcnn).__name__ == "MTCNNDetector" and not hasattr(mtcnn, "input_size")  # no input size to set
+
+
+def test_crop_coverage_is_the_fraction_of_the_aligned_crop_inside_the_image():
+    from gandiff.face.align import align_face, template_for_size
+
+    # Landmarks at the template itself: the crop is the image's top-left 112x112, all inside a 200x200 image,
+    # half inside a 56-wide one (columns 0..55 of 112).
+    lm = template_for_size(112)
+    assert crop_coverage(lm, 200, 200) == pytest.approx(1.0)
+    assert crop_coverage(lm, 112, 56) == pytest.approx(0.5, abs=0.01)
+    # The same as counting the non-black pixels of align_face's own crop of a white image (bilinear edges aside).
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pts = lm * rng.uniform(0.3, 0.9) + rng.uniform(-10, 20, size=2)
+        crop = align_face(np.full((64, 64, 3), 255, np.uint8), pts, 112)
+        assert crop_coverage(pts, 64, 64) == pytest.approx((crop[..., 0] > 127).mean(), abs=0.02)

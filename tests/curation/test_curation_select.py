@@ -17,7 +17,7 @@ from gandiff.curation.select import (
 # The selection settings these cases are written against, stated here so that they do not move with the schema's
 # defaults; each test overrides what it is about.
 STATED = dict(min_det_score=0.6, min_face_size=24, min_anchor_similarity=0.3, min_centroid_similarity=None,
-              max_other_similarity=0.5, min_quality=0.0, max_abs_yaw=90.0, max_faces=1, min_images=2, max_images=50,
+              max_other_similarity=0.5, min_quality=0.0, min_coverage=0.5, max_abs_yaw=90.0, max_faces=1, min_images=2, max_images=50,
               balance=True, balance_attributes=["gender", "race"], balance_tolerance=0.0)
 
 
@@ -38,12 +38,16 @@ def test_each_rule_rejects_with_its_reason():
     scores = [row("a", 0), row("a", 1, status="unreadable", n_faces=0), row("a", 2, status="no_face", n_faces=0),
               row("a", 3, n_faces=2), row("a", 4, det_score=0.3), row("a", 5, face_size=10.0),
               row("a", 6, anchor_sim=0.1), row("a", 7, other_sim=0.9), row("a", 8, quality=0.1), row("a", 9, yaw=-60.0),
-              row("a", 10, det_score=0.3, anchor_sim=0.1)]
+              row("a", 10, det_score=0.3, anchor_sim=0.1), row("a", 11, coverage=0.45),
+              row("a", 12, coverage=0.5), row("a", 13, coverage=None)]
     sel = select(scores, {"a": {}}, r)
-    assert [r["image_id"] for r in sel.images] == ["a_000"]
+    # coverage 0.5 passes min_coverage 0.5; None (a table from before curate measured it) is not checked
+    assert [r["image_id"] for r in sel.images] == ["a_000", "a_012", "a_013"]
     assert sel.counts["rejected_first_reason"] == {"unreadable": 1, "no_face": 1, "multiple_faces": 1, "det_score": 2,
                                                    "face_size": 1, "anchor_similarity": 1, "other_similarity": 1,
-                                                   "quality": 1, "pose": 1}
+                                                   "quality": 1, "coverage": 1, "pose": 1}
+    assert not select([row("a", 0, coverage=0.45)], {"a": {}}, rules(min_images=1, balance=False,
+                                                                      min_coverage=0.4)).empty
     assert sel.counts["rejected_any_reason"]["anchor_similarity"] == 2
 
 
@@ -76,7 +80,8 @@ def test_balance_restores_the_identity_stage_distribution():
 
 
 def test_tag_names_the_settings():
-    assert settings_tag(rules()) == "det0.6_size24_anchor0.3_other0.5_n2-50_bal-gender+race"
+    assert settings_tag(rules()) == "det0.6_size24_anchor0.3_other0.5_n2-50_cov0.5_bal-gender+race"
+    assert "cov" not in settings_tag(rules(min_coverage=0.0))
     assert "anchor0.45" in settings_tag(rules(min_anchor_similarity=0.45), "leak-drop")
 
 

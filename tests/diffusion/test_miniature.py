@@ -4,6 +4,7 @@ and (when shipped) the weights in gandiff/assets/miniature_sd drawing faces the 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,42 @@ def test_decoder_phase_run_beside_the_unet_phase_exports_into_one_folder(tmp_pat
     with pytest.raises(ValueError, match="no checkpoint.pt"):
         dec_run.export(tmp_path / "bad", decoder_from=tmp_path / "nowhere")
     assert not (tmp_path / "bad").exists()
+
+
+def test_cosine_vae_schedule_falls_to_zero_and_unknown_schedules_are_refused(tmp_path, data):
+    cfg = mini.TrainConfig(**{**CFG.__dict__, "vae_steps": 4, "vae_schedule": "cosine", "warmup_steps": 1})
+    lrs = []
+    for _ in range(4):  # a new Trainer per step (each resumes the last): the rate is a function of the step
+        t = mini.train(cfg, tmp_path, *data, stop_after=1)
+        lrs.append(t.opt.param_groups[0]["lr"])
+    # The rate used by step s (0-based) is vae_lr * (1 + cos(pi s / 4)) / 2.
+    expected = [cfg.vae_lr * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    assert lrs == pytest.approx(expected) and lrs[0] > lrs[1] > lrs[2] > lrs[3] > 0
+    with pytest.raises(ValueError, match="vae_schedule='linear'"):
+        mini.TrainConfig(vae_schedule="linear")
+    # vae_schedule_steps sets the cosine's length apart from where the phase stops
+    longer = mini.TrainConfig(**{**cfg.__dict__, "vae_schedule_steps": 8})
+    t = mini.train(longer, tmp_path / "longer", *data, stop_after=2)
+    assert t.opt.param_groups[0]["lr"] == pytest.approx(cfg.vae_lr * 0.5 * (1 + math.cos(math.pi / 8)))
+
+
+def test_the_reproduce_note_keeps_a_cut_cosines_length():
+    import argparse
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("train_miniature_sd", ASSET.parents[2] / "scripts" /
+                                                  "train_miniature_sd.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = argparse.Namespace(device="cpu", num_faces=100)
+    cut = types.SimpleNamespace(vae_steps_done=5, step=7)  # a budget stopped the VAE phase at 5 of 10
+    cfg = mini.TrainConfig(vae_steps=10, vae_schedule="cosine")
+    note = script.reproduce_note(args, cfg, cut)
+    assert "--vae-steps 5 --unet-steps 7" in note and "--vae-schedule-steps 10" in note
+    full = types.SimpleNamespace(vae_steps_done=10, step=7)
+    assert "--vae-schedule-steps" not in script.reproduce_note(args, cfg, full)
+    assert "--vae-schedule-steps" not in script.reproduce_note(args, mini.TrainConfig(vae_steps=10), cut)
 
 
 # --------------------------------------------------------------------------------------------- shipped

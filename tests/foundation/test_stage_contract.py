@@ -116,6 +116,7 @@ def test_downstream_refuses_inputs_redone_since(tmp_path):
     run_stage(cfg, "toy_make")
     summed = Path(run_stage(cfg, "toy_sum")["dir"])
     rec = read_json(summed / "stage.json")
+    assert rec["revision"] == 0  # the stage's revision is on record (0: never revised)
     rec["inputs"]["toy_make"]["outputs"] = "0" * 16  # as if toy_make had been redone with other bytes
     (summed / "stage.json").write_text(__import__("json").dumps(rec))
     with pytest.raises(StageError, match="overwrite=true"):
@@ -195,8 +196,8 @@ def test_a_revised_stage_gets_a_new_key_and_its_downstream_too(tmp_path, monkeyp
 
     cfg = compose([f"paths.root={tmp_path}", "logger=none"])
     curate = type(load_stage("curate"))
-    assert curate.revision == 1  # fam_<family> columns read choice_<family> (2026-12-04)
-    assert type(load_stage("evaluate")).revision == 1  # skipped items record missing_packages (2026-12-04)
+    assert curate.revision == 2  # 1: fam_<family> columns read choice_<family>; 2: the coverage column
+    assert type(load_stage("evaluate")).revision == 1  # prompt effects measure hats and masks anew (2026-12-04)
     before = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
     monkeypatch.setattr(curate, "revision", 0)
     after = {n: stage_key(cfg, n) for n in ("identities", "curate", "export")}
@@ -372,7 +373,7 @@ TINY = ["logger=none", "identity.num=2", "identity.variations=1", "identity.targ
         "dreambooth.steps=1", "dreambooth.num_class_images=0", "dreambooth.identities_per_batch=2",
         "generation.images_per_identity=3", "generation.steps=2", "generation.batch_size=3",
         "generation.identities_per_group=2", "curation.min_images=1", "curation.min_anchor_similarity=-1.0",
-        "curation.max_other_similarity=1.0", "curation.balance=false", "trainer.max_epochs=1",
+        "curation.max_other_similarity=1.0", "curation.min_coverage=0.0", "curation.balance=false", "trainer.max_epochs=1",
         "trainer.batch_size=2"]
 
 
