@@ -2,9 +2,9 @@
 
 Everything reads only the measurements ``score.py`` made, so a sweep over thresholds, caps or balance re-runs
 in seconds. Steps, each rejection counted under its reason: (1) image filters (faces, detector score, size,
-similarity to the own anchor / centroid / other anchors, quality, crop coverage, pose, leakage); (2) per identity: below
-``min_images`` dropped, above ``max_images`` capped with spread over the prompt families; (3) demographic
-balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order. The rules are the
+similarity to the own anchor / centroid / other anchors, quality, crop coverage, pose, leakage); (2) per
+identity: below ``min_images`` dropped, above ``max_images`` capped with spread over the prompt families;
+(3) demographic balance back to the identity stage's target; (4) labels 0..C-1 in sorted identity-id order. The rules are the
 typed curation settings themselves (``CurationConfig``, gandiff/curation/schema.py, where each one's meaning is;
 a stage passes ``ctx.settings.curation``): a new selection setting is one field there, read here by name.
 

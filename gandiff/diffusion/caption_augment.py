@@ -20,7 +20,8 @@ BACKGROUNDS = {  # caption word -> base RGB colour
     "white background": (236, 236, 232),
 }
 HAT_COLOURS = ((200, 36, 36), (36, 66, 190), (36, 140, 56), (222, 186, 32), (128, 44, 160), (226, 118, 24))
-MASK_COLOURS = ((158, 196, 228), (236, 238, 240), (60, 62, 70))  # surgical blue, white, dark grey (told from skin by colour distance, prompt_effects)
+# surgical blue, white, dark grey (prompt_effects tells a mask from skin by colour distance)
+MASK_COLOURS = ((158, 196, 228), (236, 238, 240), (60, 62, 70))
 FRAME_COLOURS = ((18, 16, 16), (60, 36, 22), (48, 48, 52))
 SCALE = 4  # supersampling of the drawing canvas
 HEAD_AXES = (1.4, 1.9)  # head ellipse half-axes in inter-ocular distances (along u, along v)
