@@ -53,7 +53,8 @@ SUBSTITUTIONS = {
     "curation.min_face_size=0": "as identity.min_face_size",
     "curation.min_anchor_similarity=-1.0": "random embeddings: no identity consistency to measure",
     "curation.max_other_similarity=1.0": "nor confusion between identities",
-    "curation.min_coverage=0.0": "the best box is any anchor, often at the border: its crop lies partly off the image",
+    "curation.min_coverage=0.0": "with random weights the best box can be any detector anchor, often at the "
+                                 "border: its crop lies partly off the image",
     "curation.balance=false": "random labels: nothing to balance",
 }
 CPU_OVERRIDES = ["device=cpu", "dreambooth.dtype=float32", "generation.dtype=float32", "trainer.precision=32-true",

@@ -32,7 +32,7 @@ class CurationConfig:
     min_quality: float = 0.0  # heuristic quality in [0, 1] (detector score x focus); 0: not checked
     # Fraction of the 112x112 aligned crop that lies inside the generated image (the rest is black padding):
     # a face that overflows the frame gives a crop a recognizer learns borders from, and that a detector
-    # run on the crop alone does not find (64x64 demo runs: MTCNN missed exported crops at 0.48 and 0.58, so
+    # run on the crop alone may not find (64x64 demo runs: MTCNN missed exported crops at 0.48 and 0.58, so
     # conf/curation/demo.yaml asks 0.6). 0: not checked.
     min_coverage: float = 0.5
     max_abs_yaw: float = 90.0  # degrees; 90: not checked

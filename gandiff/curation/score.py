@@ -43,8 +43,8 @@ def crop_coverage(landmarks: np.ndarray, height: int, width: int, size: int = 11
 
     The crop is ``gandiff.face.align.align_face``'s (same transform, bilinear, black border), so this is the
     mean of a ones image warped alike: 1.0 for a face well inside the frame, lower when the template reaches
-    past the image (a close-up that overflows 64x64: its crop is part black padding, and no detector that did
-    not see the full image finds a face in it).
+    past the image (a close-up that overflows 64x64: its crop is part black padding, in which a detector that
+    did not see the full image may find no face).
     """
     import cv2
 

@@ -94,8 +94,14 @@ def test_identity_term_equals_the_reference_chain(face64, miniature, sface_torch
     theta = torch.from_numpy(db.crop_theta(lm, 64, 64))[None]
     with torch.no_grad():
         ours = float(db.identity_loss(term, z, theta, torch.from_numpy(anchor)[None])[0])
+        # the torch embedder alone, on the reference's own (cv2, uint8) crop: the same number
+        e = sface_torch(torch.from_numpy(align_face(ref_img, lm)).permute(2, 0, 1)[None].float())[0].numpy()
     assert 0.0 < ref < 1.0
-    assert abs(ours - ref) < 5e-3  # the reference rounds the image to uint8 and warps in fixed point
+    assert abs(1.0 - float(e @ anchor) / float(np.linalg.norm(e)) - ref) < 1e-4
+    # The whole differentiable chain crops the float decoded image with grid_sample; the reference rounds it to
+    # uint8 and warps in fixed point. The int8 SFace feels that crop difference: |ours - ref| was 0.0019 with the
+    # 67cf3df base model and 0.0091 with the sharper VAE shipped since (2026-12-04).
+    assert abs(ours - ref) < 1.5e-2
 
 
 def _identity_batch(comps, k: int, with_identity: bool, anchor_dim: int = 128):
